@@ -1,0 +1,3 @@
+"""clinvk: the AI coding CLIs as programmable infrastructure."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""Run one CLI process: stream its stdout lines, bound its stderr, and never leave it behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import anyio
+import msgspec
+from anyio.abc import Process
+
+#: Bytes of stderr kept (the tail): enough for a CLI's error message, bounded for chatty ones.
+STDERR_TAIL_BYTES = 16 * 1024
+#: Seconds between SIGTERM to the process group and SIGKILL.
+TERMINATE_GRACE_SECS = 2.0
+_CHUNK = 64 * 1024
+
+LineHandler = Callable[[bytes], Awaitable[None]]
+
+
+class ProcessOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How a process ended."""
+
+    exit_code: int
+    stderr: str
+    #: "deadline" or "idle" when we terminated it for taking too long; None otherwise.
+    timed_out: str | None = None
+
+
+class ProcessGroups:
+    """Live CLI process groups, so shutdown can terminate whatever is still running."""
+
+    def __init__(self) -> None:
+        self._pids: dict[int, str] = {}
+
+    def add(self, pid: int, backend: str) -> None:
+        self._pids[pid] = backend
+
+    def discard(self, pid: int) -> None:
+        self._pids.pop(pid, None)
+
+    def count(self, backend: str | None = None) -> int:
+        """How many groups are live (for one backend, or all)."""
+        return sum(1 for b in self._pids.values() if backend in (None, b))
+
+    def terminate_all(self) -> None:
+        """SIGKILL every live group (last resort at shutdown)."""
+        for pid in list(self._pids):
+            _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _terminate(process: Process) -> None:
+    """SIGTERM the whole group, wait a short grace, then SIGKILL it (gemini ignores SIGTERM
+    on its launcher pid, and anyio's own cancel kills only the direct child)."""
+    if process.returncode is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        with anyio.move_on_after(TERMINATE_GRACE_SECS):
+            await process.wait()
+    # Helpers the CLI spawned may outlive it; the group id stays valid while any remain.
+    _signal_group(process.pid, signal.SIGKILL)
+    if process.returncode is None:
+        await process.wait()
+
+
+async def run_process(
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    stdin: bytes | None,
+    on_line: LineHandler,
+    timeout: float | None,
+    idle_timeout: float | None,
+    groups: ProcessGroups | None = None,
+    label: str = "",
+) -> ProcessOutcome:
+    """Run argv in its own process group; call `on_line` for each stdout line as it arrives.
+
+    `stdin` None means /dev/null (codex blocks on an open stdin, claude waits 3 s).
+    Raises OSError when the command cannot be started.
+    """
+    process = await anyio.open_process(
+        argv,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    if groups is not None:
+        groups.add(process.pid, label)
+    tail: deque[bytes] = deque()
+    tail_size = 0
+    timed_out: str | None = None
+
+    async def write_stdin() -> None:
+        assert process.stdin is not None
+        try:
+            await process.stdin.send(stdin or b"")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass  # the CLI exited early; its stdout/exit code tell why
+        finally:
+            await process.stdin.aclose()
+
+    async def read_stderr() -> None:
+        nonlocal tail_size
+        assert process.stderr is not None
+        async for chunk in process.stderr:
+            tail.append(chunk)
+            tail_size += len(chunk)
+            while tail_size - len(tail[0]) >= STDERR_TAIL_BYTES and len(tail) > 1:
+                tail_size -= len(tail.popleft())
+
+    async def read_stdout() -> None:
+        nonlocal timed_out
+        assert process.stdout is not None
+        buffer = b""
+        while True:
+            with anyio.move_on_after(idle_timeout) as idle:
+                try:
+                    chunk = await process.stdout.receive(_CHUNK)
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    chunk = b""
+            if idle.cancelled_caught:
+                timed_out = "idle"
+                raise _Stop
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    await on_line(line)
+        if buffer.strip():
+            await on_line(buffer)
+
+    try:
+        with anyio.move_on_after(timeout) as deadline:
+            try:
+                async with anyio.create_task_group() as tg:
+                    if stdin is not None:
+                        tg.start_soon(write_stdin)
+                    tg.start_soon(read_stderr)
+                    await read_stdout()
+                    await process.wait()
+            except* _Stop:
+                pass
+        if deadline.cancelled_caught:
+            timed_out = "deadline"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _terminate(process)
+            await process.aclose()
+            if groups is not None:
+                groups.discard(process.pid)
+    stderr = b"".join(tail)[-STDERR_TAIL_BYTES:].decode("utf-8", "replace")
+    code = process.returncode if process.returncode is not None else -1
+    return ProcessOutcome(exit_code=code, stderr=stderr, timed_out=timed_out)
+
+
+class _Stop(Exception):
+    """Internal: the idle timeout fired."""

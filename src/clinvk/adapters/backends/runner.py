@@ -1,0 +1,129 @@
+"""SubprocessBackendRunner: the BackendRunner port over the real CLIs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+from clinvk.adapters.backends.base import CliBackend, build_env
+from clinvk.adapters.backends.claude import ClaudeBackend
+from clinvk.adapters.backends.codex import CodexBackend
+from clinvk.adapters.backends.gemini import GeminiBackend
+from clinvk.adapters.backends.process import ProcessGroups, run_process
+from clinvk.domain.config import Config
+from clinvk.domain.errors import BackendFailed, BackendTimeout, BackendUnavailable, UnknownBackend
+from clinvk.domain.events import StreamEvent
+from clinvk.domain.models import BackendInfo, RunResult, RunSpec
+from clinvk.ports import EventSink
+
+
+def default_backends() -> dict[str, CliBackend]:
+    """The three supported CLIs."""
+    return {b.name: b for b in (ClaudeBackend(), CodexBackend(), GeminiBackend())}
+
+
+class SubprocessBackendRunner:
+    """Runs the CLIs as subprocesses in their own process groups."""
+
+    def __init__(self, config: Config, backends: dict[str, CliBackend] | None = None) -> None:
+        self._config = config
+        self._backends = backends or default_backends()
+        self.groups = ProcessGroups()
+
+    def names(self) -> list[str]:
+        return list(self._backends)
+
+    def _backend(self, name: str) -> CliBackend:
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise UnknownBackend(name, self.names()) from None
+
+    def executable(self, name: str) -> str | None:
+        """Absolute path of the backend's command, or None when it is not found/enabled."""
+        cfg = self._config.backend(name)
+        if not cfg.enabled:
+            return None
+        command = cfg.command or name
+        path = cfg.env.get("PATH") or os.environ.get("PATH")
+        return shutil.which(command, path=path)
+
+    def info(self, backend: str) -> BackendInfo:
+        self._backend(backend)
+        return BackendInfo(
+            name=backend,
+            available=self.executable(backend) is not None,
+            model=self._config.backend(backend).model or None,
+        )
+
+    def command(self, spec: RunSpec) -> tuple[str, ...]:
+        backend = self._backend(spec.backend)
+        cfg = self._config.backend(spec.backend)
+        exe = self.executable(spec.backend) or cfg.command or spec.backend
+        sp = "<system-prompt-file>" if spec.system_prompt else None
+        inv = backend.invocation(spec, cfg, exe, sp)
+        return tuple(inv.argv) + (("<prompt on stdin>",) if inv.stdin is not None else ())
+
+    async def run(self, spec: RunSpec, on_event: EventSink | None = None) -> RunResult:
+        backend = self._backend(spec.backend)
+        cfg = self._config.backend(spec.backend)
+        exe = self.executable(spec.backend)
+        if exe is None:
+            detail = "disabled in config" if not cfg.enabled else f"{cfg.command or spec.backend!r} not found"
+            raise BackendUnavailable(spec.backend, detail)
+        sp_file = _write_system_prompt(spec.system_prompt) if spec.system_prompt else None
+        try:
+            inv = backend.invocation(spec, cfg, exe, sp_file)
+            decoder = backend.decoder(spec, cfg)
+            env = build_env(backend.env_prefixes, cfg, inv.env)
+
+            async def on_line(line: bytes) -> None:
+                events: list[StreamEvent] = decoder.feed(line)
+                if on_event is not None:
+                    for event in events:
+                        await on_event(event)
+
+            started = time.monotonic()
+            try:
+                outcome = await run_process(
+                    inv.argv,
+                    cwd=spec.workdir,
+                    env=env,
+                    stdin=inv.stdin,
+                    on_line=on_line,
+                    timeout=spec.timeout_secs,
+                    idle_timeout=spec.idle_timeout_secs,
+                    groups=self.groups,
+                    label=spec.backend,
+                )
+            except OSError as exc:
+                raise BackendUnavailable(spec.backend, f"cannot start {exe}: {exc.strerror}") from exc
+            duration_ms = int((time.monotonic() - started) * 1000)
+            if outcome.timed_out is not None:
+                partial = _partial(decoder, outcome.exit_code, outcome.stderr, duration_ms)
+                idle = outcome.timed_out == "idle"
+                seconds = spec.idle_timeout_secs if idle else spec.timeout_secs
+                raise BackendTimeout(spec.backend, seconds or 0, idle=idle, result=partial)
+            result = decoder.finish(
+                exit_code=outcome.exit_code, stderr=outcome.stderr, duration_ms=duration_ms
+            )
+            return result
+        finally:
+            if sp_file:
+                os.unlink(sp_file)
+
+
+def _partial(decoder, exit_code: int, stderr: str, duration_ms: int) -> RunResult | None:
+    try:
+        return decoder.finish(exit_code=exit_code, stderr=stderr, duration_ms=duration_ms)
+    except BackendFailed as exc:
+        return exc.result
+
+
+def _write_system_prompt(text: str) -> str:
+    fd, path = tempfile.mkstemp(prefix="clinvk-system-", suffix=".md")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path

@@ -1,0 +1,1 @@
+"""Pure domain: value types, errors and services. Depends only on ports."""

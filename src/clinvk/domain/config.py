@@ -1,0 +1,146 @@
+"""Typed configuration: the shape of `config.yaml`, with the documented defaults.
+
+Values only; loading (YAML, environment, flags) lives in `clinvk.adapters.config`.
+Unknown keys are errors so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from clinvk.domain.models import ApprovalMode, SandboxMode
+
+BACKEND_NAMES = ("claude", "codex", "gemini")
+
+DEFAULT_BLOCKED_WORKDIRS = [
+    "/etc",
+    "/root",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/bin",
+    "/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/lib",
+    "/lib64",
+    "/var/lib",
+    "/var/log",
+    "/var/run",
+    "/run",
+]
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class ServerConfig(_Section):
+    """The `server:` section."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    request_timeout_secs: float = 300
+    read_timeout_secs: float = 30
+    write_timeout_secs: float = 300
+    idle_timeout_secs: float = 120
+    api_keys_gopass_path: str = ""
+    rate_limit_enabled: bool = False
+    rate_limit_rps: float = 10
+    rate_limit_burst: int = 20
+    rate_limit_cleanup_secs: float = 180
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    max_request_body_bytes: int = 10 * 1024 * 1024
+    cors_allowed_origins: list[str] = msgspec.field(default_factory=list)
+    cors_allow_credentials: bool = False
+    cors_max_age: int = 300
+    allowed_workdir_prefixes: list[str] = msgspec.field(default_factory=list)
+    blocked_workdir_prefixes: list[str] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_BLOCKED_WORKDIRS)
+    )
+    metrics_enabled: bool = False
+    #: Seconds between keep-alive heartbeats on streams while the CLI is silent.
+    heartbeat_secs: float = 15
+    #: Seconds to let in-flight requests finish on SIGTERM before CLIs are terminated.
+    shutdown_grace_secs: float = 10
+    #: Workdir for requests that give none; empty = the directory the server started in.
+    default_workdir: str = ""
+
+
+class UnifiedFlags(_Section):
+    """The `unified_flags:` section: defaults for every backend."""
+
+    approval_mode: ApprovalMode = "default"
+    sandbox_mode: SandboxMode = "default"
+    verbose: bool = False
+    dry_run: bool = False
+    max_turns: int | None = None
+    max_tokens: int | None = None
+    #: Deadline of one CLI run; 0 = only the request timeout applies.
+    command_timeout_secs: float = 0
+    #: End a run whose CLI printed nothing for this long; 0 = off.
+    idle_timeout_secs: float = 0
+
+
+class BackendConfig(_Section):
+    """One `backends.<name>:` section."""
+
+    enabled: bool = True
+    #: Executable to run; default: the backend's name looked up on PATH.
+    command: str = ""
+    model: str = ""
+    allowed_tools: list[str] = msgspec.field(default_factory=list)
+    approval_mode: ApprovalMode | None = None
+    sandbox_mode: SandboxMode | None = None
+    system_prompt: str = ""
+    extra_flags: list[str] = msgspec.field(default_factory=list)
+    #: Extra environment for the CLI (API endpoints, proxies, config dirs).
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class SessionConfig(_Section):
+    """The `session:` section."""
+
+    auto_resume: bool = False
+    retention_days: int = 30
+    store_token_usage: bool = True
+    default_tags: list[str] = msgspec.field(default_factory=list)
+
+
+class OutputConfig(_Section):
+    """The `output:` section (used by the command-line front end)."""
+
+    format: str = "json"
+    show_tokens: bool = False
+    show_timing: bool = False
+    color: bool = True
+
+
+class ParallelConfig(_Section):
+    """The `parallel:` section."""
+
+    max_workers: int = 3
+    fail_fast: bool = False
+    aggregate_output: bool = True
+    #: Most tasks one parallel request may carry.
+    max_tasks: int = 100
+
+
+class Config(_Section):
+    """The whole configuration."""
+
+    default_backend: str = "claude"
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    unified_flags: UnifiedFlags = msgspec.field(default_factory=UnifiedFlags)
+    backends: dict[str, BackendConfig] = msgspec.field(default_factory=dict)
+    session: SessionConfig = msgspec.field(default_factory=SessionConfig)
+    output: OutputConfig = msgspec.field(default_factory=OutputConfig)
+    parallel: ParallelConfig = msgspec.field(default_factory=ParallelConfig)
+    #: Directory for sessions and other state (CLINVK_HOME); empty = ~/.clinvk.
+    home: str = ""
+
+    def backend(self, name: str) -> BackendConfig:
+        """The section for `name`, defaults when absent."""
+        return self.backends.get(name) or BackendConfig()

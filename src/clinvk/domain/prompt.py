@@ -1,0 +1,274 @@
+"""The prompt service: run one prompt on one backend, keeping or continuing a session."""
+
+from __future__ import annotations
+
+import msgspec
+
+from clinvk.domain.config import Config
+from clinvk.domain.errors import (
+    BackendFailed,
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidRequest,
+    SessionBusy,
+    UnknownBackend,
+)
+from clinvk.domain.events import Done, Init, StreamEvent
+from clinvk.domain.models import (
+    PromptRequest,
+    PromptResult,
+    RunResult,
+    RunSpec,
+    Session,
+    TokenUsage,
+)
+from clinvk.domain.workdir import resolve_workdir
+from clinvk.ports import BackendRunner, Clock, EventSink, IdGenerator, SessionStore
+
+
+def _iso(clock: Clock) -> str:
+    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class PromptService:
+    """Runs prompts; the only place that decides options, deadlines and session bookkeeping."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        runner: BackendRunner,
+        store: SessionStore,
+        clock: Clock,
+        ids: IdGenerator,
+        default_workdir: str,
+    ) -> None:
+        self._config = config
+        self._runner = runner
+        self._store = store
+        self._clock = clock
+        self._ids = ids
+        self._default_workdir = default_workdir
+        self._busy: set[str] = set()
+
+    # -- option resolution ------------------------------------------------------------
+
+    def check_backend(self, name: str) -> None:
+        """Raise UnknownBackend / BackendUnavailable unless `name` can run now."""
+        names = self._runner.names()
+        if name not in names:
+            raise UnknownBackend(name, names)
+        if not self._runner.info(name).available:
+            raise BackendUnavailable(name, "its command was not found or it is disabled")
+
+    def workdir(self, path: str | None) -> str:
+        """The real, policy-checked workdir for a request."""
+        server = self._config.server
+        return resolve_workdir(
+            path or self._default_workdir,
+            allowed=server.allowed_workdir_prefixes,
+            blocked=server.blocked_workdir_prefixes,
+        )
+
+    def deadline(self) -> float | None:
+        """Seconds one run may take: the tighter of command and request timeouts."""
+        limits = [
+            t
+            for t in (
+                self._config.unified_flags.command_timeout_secs,
+                self._config.server.request_timeout_secs,
+            )
+            if t and t > 0
+        ]
+        return min(limits) if limits else None
+
+    def spec(self, request: PromptRequest, *, workdir: str, resume_id: str | None) -> RunSpec:
+        """Merge request, backend config and unified flags into one RunSpec."""
+        backend = self._config.backend(request.backend)
+        flags = self._config.unified_flags
+
+        def pick(value, backend_value, unified_value, default):
+            if value not in (None, default):
+                return value
+            if backend_value not in (None, default):
+                return backend_value
+            return unified_value if unified_value is not None else default
+
+        idle = flags.idle_timeout_secs
+        return RunSpec(
+            backend=request.backend,
+            prompt=request.prompt,
+            workdir=workdir,
+            model=request.model or backend.model or None,
+            ephemeral=request.ephemeral,
+            approval_mode=pick(
+                request.approval_mode, backend.approval_mode, flags.approval_mode, "default"
+            ),
+            sandbox_mode=pick(
+                request.sandbox_mode, backend.sandbox_mode, flags.sandbox_mode, "default"
+            ),
+            max_tokens=request.max_tokens or flags.max_tokens,
+            max_turns=request.max_turns or flags.max_turns,
+            system_prompt=request.system_prompt or backend.system_prompt or None,
+            extra=tuple(request.extra),
+            resume_id=resume_id,
+            timeout_secs=self.deadline(),
+            idle_timeout_secs=idle if idle and idle > 0 else None,
+        )
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self, request: PromptRequest, on_event: EventSink | None = None) -> PromptResult:
+        """Run `request`; stream unified events to `on_event`; return the result.
+
+        Raises a ClinvkError subclass for anything that stops the run; BackendFailed and
+        BackendTimeout carry the partial PromptResult in `.result`.
+        """
+        if not request.prompt.strip():
+            raise InvalidRequest("prompt must not be empty", field="prompt")
+        self.check_backend(request.backend)
+
+        session: Session | None = None
+        if request.session_id:
+            session = await self._store.get(request.session_id)
+            if session.backend != request.backend:
+                raise InvalidRequest(
+                    f"session {session.id!r} belongs to backend {session.backend!r}",
+                    field="backend",
+                )
+            if request.workdir and self.workdir(request.workdir) != session.working_dir:
+                raise InvalidRequest(
+                    "a session continues in its own working_dir "
+                    f"({session.working_dir}); omit workdir or use that one",
+                    field="workdir",
+                )
+            workdir = self.workdir(session.working_dir)
+        else:
+            workdir = self.workdir(request.workdir)
+
+        spec = self.spec(
+            request, workdir=workdir, resume_id=session.backend_session_id if session else None
+        )
+        if request.dry_run:
+            command = self._runner.command(spec)
+            return PromptResult(
+                session_id=None,
+                backend=request.backend,
+                exit_code=0,
+                duration_ms=0,
+                output=" ".join(command),
+                token_usage=TokenUsage(),
+                model=spec.model,
+                command=command,
+            )
+
+        if session is None and not request.ephemeral:
+            now = _iso(self._clock)
+            session = Session(
+                id=self._ids.session_id(),
+                backend=request.backend,
+                created_at=now,
+                last_used=now,
+                working_dir=workdir,
+                model=spec.model,
+                initial_prompt=request.prompt[:1000],
+                title=request.prompt.strip().splitlines()[0][:80],
+                tags=list(self._config.session.default_tags),
+                metadata=dict(request.metadata),
+            )
+            await self._store.create(session)
+        session_id = session.id if session else None
+
+        if session_id is not None:
+            if session_id in self._busy:
+                raise SessionBusy(session_id)
+            self._busy.add(session_id)
+        try:
+            return await self._run(spec, session, on_event)
+        finally:
+            if session_id is not None:
+                self._busy.discard(session_id)
+
+    async def _run(
+        self, spec: RunSpec, session: Session | None, on_event: EventSink | None
+    ) -> PromptResult:
+        session_id = session.id if session else None
+
+        async def relay(event: StreamEvent) -> None:
+            if isinstance(event, Init):
+                event = msgspec.structs.replace(event, session_id=session_id)
+            if on_event is not None:
+                await on_event(event)
+
+        try:
+            run = await self._runner.run(spec, relay)
+        except (BackendFailed, BackendTimeout) as exc:
+            partial = exc.result if isinstance(exc.result, RunResult) else None
+            usage = self._usage(partial, session) if partial else TokenUsage()
+            if session is not None:
+                await self._record(session, partial, usage, failed=True)
+            if partial is not None:
+                exc.result = self._result(partial, usage, session_id, error=exc.message)
+            raise
+
+        usage = self._usage(run, session)
+        if session is not None:
+            await self._record(session, run, usage, failed=False)
+        result = self._result(run, usage, session_id, error=None)
+        if on_event is not None:
+            await on_event(
+                Done(
+                    exit_code=result.exit_code,
+                    duration_ms=result.duration_ms,
+                    usage=result.token_usage,
+                    stop_reason=result.stop_reason,
+                    session_id=session_id,
+                    model=result.model,
+                )
+            )
+        return result
+
+    @staticmethod
+    def _usage(run: RunResult, session: Session | None) -> TokenUsage:
+        # Codex reports totals over the whole thread; turn them into this turn's share.
+        if run.usage_is_cumulative and session is not None and session.turn_count > 0:
+            return run.usage.minus(session.token_usage)
+        return run.usage
+
+    @staticmethod
+    def _result(
+        run: RunResult, usage: TokenUsage, session_id: str | None, *, error: str | None
+    ) -> PromptResult:
+        return PromptResult(
+            session_id=session_id,
+            backend=run.backend,
+            exit_code=run.exit_code,
+            duration_ms=run.duration_ms,
+            output=run.output,
+            token_usage=usage,
+            model=run.model,
+            stop_reason=run.stop_reason,
+            error=error,
+            command=run.command,
+        )
+
+    async def _record(
+        self, session: Session, run: RunResult | None, usage: TokenUsage, *, failed: bool
+    ) -> None:
+        now = _iso(self._clock)
+        keep_usage = self._config.session.store_token_usage
+
+        def change(current: Session) -> Session:
+            return msgspec.structs.replace(
+                current,
+                last_used=now,
+                status="error" if failed else "active",
+                turn_count=current.turn_count + (1 if run is not None and not failed else 0),
+                token_usage=current.token_usage + usage if keep_usage else current.token_usage,
+                backend_session_id=(run.backend_session_id if run else None)
+                or current.backend_session_id,
+                model=(run.model if run else None) or current.model,
+            )
+
+        await self._store.update(session.id, change)
+

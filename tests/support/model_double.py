@@ -1,0 +1,516 @@
+"""A local stand-in for the Anthropic, OpenAI Responses and Gemini model APIs.
+
+The real `claude`, `codex` and `gemini` CLIs are pointed at this server (via their base-URL
+settings, see tests/support/clis.py) so tests can run them end to end without a network or
+keys. It answers every generation call with fixed text (`w0 w1 ...` or a chosen reply),
+streams it piece by piece, and records every model call so a test can check what the CLI
+actually sent (the prompt verbatim, the earlier turns of a resumed session).
+
+Knobs (constructor kwargs, CLI flags, or `POST /_control` at runtime):
+  words, delay_ms, fail_status, hang, reply, input_tokens  -- see DEFAULT_KNOBS.
+Control endpoints: GET/POST /_control, POST /_reset, GET/DELETE /_log.
+
+Stdlib only, so the test suite needs nothing beyond pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_KNOBS: dict[str, Any] = {
+    "words": 5,  # reply is "w0 w1 ... w{words-1}" unless `reply` is set
+    "delay_ms": 0,  # slept before every streamed piece, so streaming is observable
+    "fail_status": None,  # every model call answers this HTTP status with an error body
+    "hang": False,  # read the request, log it, then never answer (until stop())
+    "reply": None,  # fixed reply text instead of the generated words
+    "input_tokens": 7,  # reported prompt token count; output tokens = number of pieces
+}
+
+# Gemini paths look like /v1beta/models/gemini-2.5-flash:streamGenerateContent
+_GEMINI_RE = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):(\w+)$")
+
+
+def split_pieces(text: str) -> list[str]:
+    """Split text into the streamed pieces: "a b  c" -> ["a", " b", "  c"].
+
+    Whitespace is kept with the word that follows it (trailing whitespace with the last
+    piece), so "".join(pieces) == text and a test can compare the CLI's output verbatim.
+    """
+    pieces = re.findall(r"\s*\S+(?:\s+\Z)?", text)
+    return pieces or ([text] if text else [])
+
+
+def classify(path: str) -> tuple[str | None, str]:
+    """Map a request path to (api, kind); kind is generate, stream, count_tokens or other."""
+    p = urlsplit(path).path.rstrip("/")
+    if p == "/v1/messages":
+        return "anthropic", "generate"
+    if p == "/v1/messages/count_tokens":
+        return "anthropic", "count_tokens"
+    if p == "/v1/responses":
+        return "openai", "generate"
+    m = _GEMINI_RE.match(p)
+    if m:
+        kind = {"streamGenerateContent": "stream", "generateContent": "generate",
+                "countTokens": "count_tokens"}.get(m.group(2), "other")
+        return "gemini", kind
+    return None, "other"
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers for tests that inspect the request log.
+
+
+def _texts(content: Any) -> list[str]:
+    """Text parts of a message content in any of the three APIs' shapes."""
+    if isinstance(content, str):
+        return [content]
+    out: list[str] = []
+    for part in content or []:
+        if isinstance(part, str):
+            out.append(part)
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            out.append(part["text"])  # anthropic text / openai input_text / gemini part
+    return out
+
+
+def conversation(request: dict) -> list[tuple[str, str]]:
+    """(role, text) pairs of a logged request's conversation; roles are user/assistant.
+
+    Covers Anthropic `messages`, OpenAI Responses `input` and Gemini `contents`. System and
+    developer instructions are left out: they are not part of the conversation.
+    """
+    body = request.get("body")
+    if not isinstance(body, dict):
+        return []
+    out: list[tuple[str, str]] = []
+    if isinstance(body.get("messages"), list):  # anthropic
+        for msg in body["messages"]:
+            out += [(msg.get("role", ""), t) for t in _texts(msg.get("content"))]
+    elif "input" in body:  # openai responses
+        items = body["input"]
+        if isinstance(items, str):
+            items = [{"type": "message", "role": "user", "content": items}]
+        for item in items:
+            if item.get("type", "message") == "message" and item.get("role") in ("user", "assistant"):
+                out += [(item["role"], t) for t in _texts(item.get("content"))]
+    elif isinstance(body.get("contents"), list):  # gemini
+        for c in body["contents"]:
+            role = "assistant" if c.get("role") == "model" else c.get("role", "user")
+            out += [(role, t) for t in _texts(c.get("parts"))]
+    return out
+
+
+def user_texts(request: dict) -> list[str]:
+    """All user-authored text parts of a logged request (includes CLI-injected context)."""
+    return [t for role, t in conversation(request) if role == "user"]
+
+
+def assistant_texts(request: dict) -> list[str]:
+    """All assistant/model text parts of a logged request (earlier turns of a session)."""
+    return [t for role, t in conversation(request) if role == "assistant"]
+
+
+def generation_requests(requests: list[dict]) -> list[dict]:
+    """Only the calls that asked the model for an answer (no count_tokens or other calls)."""
+    return [r for r in requests if r.get("kind") in ("generate", "stream")]
+
+
+# ---------------------------------------------------------------------------------------
+# Response shapes, one set per API.
+
+_ANTHROPIC_ERR = {400: "invalid_request_error", 401: "authentication_error",
+                  403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
+                  529: "overloaded_error"}
+_GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                  404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+
+
+def error_body(api: str | None, status: int, message: str) -> dict:
+    if api == "anthropic":
+        return {"type": "error", "error": {"type": _ANTHROPIC_ERR.get(status, "api_error"),
+                                           "message": message}}
+    if api == "gemini":
+        return {"error": {"code": status, "message": message,
+                          "status": _GOOGLE_STATUS.get(status, "INTERNAL")}}
+    return {"error": {"message": message, "type": "server_error" if status >= 500 else
+                      "invalid_request_error", "param": None, "code": None}}
+
+
+def _anthropic_events(model: str, pieces: list[str], usage_in: int):
+    """(event name, data) pairs of a Messages stream; yields None where a piece goes."""
+    msg = {"id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant",
+           "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
+           "usage": {"input_tokens": usage_in, "output_tokens": 1}}
+    yield "message_start", {"type": "message_start", "message": msg}
+    yield "content_block_start", {"type": "content_block_start", "index": 0,
+                                  "content_block": {"type": "text", "text": ""}}
+    for piece in pieces:
+        yield "content_block_delta", {"type": "content_block_delta", "index": 0,
+                                      "delta": {"type": "text_delta", "text": piece}}
+    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    yield "message_delta", {"type": "message_delta",
+                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                            "usage": {"output_tokens": len(pieces)}}
+    yield "message_stop", {"type": "message_stop"}
+
+
+def _openai_events(model: str, pieces: list[str], usage_in: int):
+    """The event sequence the real Responses API sends for a single text message.
+
+    codex only strictly needs created / output_item.done / completed, but the full set
+    keeps the double honest if codex starts reading the intermediate events.
+    """
+    resp_id, item_id, text = "resp_" + uuid.uuid4().hex[:20], "msg_" + uuid.uuid4().hex[:20], "".join(pieces)
+    base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
+            "model": model, "status": "in_progress", "output": []}
+    part = {"type": "output_text", "text": text, "annotations": []}
+    item = {"id": item_id, "type": "message", "status": "completed", "role": "assistant",
+            "content": [part]}
+    loc = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    yield "response.created", {"response": base}
+    yield "response.in_progress", {"response": base}
+    yield "response.output_item.added", {"output_index": 0, "item": {
+        **item, "status": "in_progress", "content": []}}
+    yield "response.content_part.added", {**loc, "part": {**part, "text": ""}}
+    for piece in pieces:
+        yield "response.output_text.delta", {**loc, "delta": piece}
+    yield "response.output_text.done", {**loc, "text": text}
+    yield "response.content_part.done", {**loc, "part": part}
+    yield "response.output_item.done", {"output_index": 0, "item": item}
+    usage = {"input_tokens": usage_in, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": len(pieces), "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": usage_in + len(pieces)}
+    yield "response.completed", {"response": {**base, "status": "completed", "output": [item],
+                                              "usage": usage}}
+
+
+def _gemini_chunk(model: str, text: str, last: bool, n_pieces: int, usage_in: int) -> dict:
+    cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    chunk: dict[str, Any] = {"candidates": [cand], "modelVersion": model}
+    if last:
+        cand["finishReason"] = "STOP"
+        chunk["usageMetadata"] = {"promptTokenCount": usage_in, "candidatesTokenCount": n_pieces,
+                                  "totalTokenCount": usage_in + n_pieces}
+    return chunk
+
+
+# ---------------------------------------------------------------------------------------
+# The server.
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 so the CLIs can keep connections alive like they would with the real APIs;
+    # streams use chunked encoding so every piece is flushed on its own.
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, add=False)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _send_json(self, status: int, obj: Any) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _chunk(self, text: str) -> None:
+        data = text.encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _pause(self, seconds: float) -> None:
+        # Event.wait instead of sleep: stop() wakes every handler at once.
+        if seconds > 0:
+            self.server.stopping.wait(seconds)
+
+    # -- verbs --------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET", b"")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE", b"")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST", self._read_body())
+
+    def _dispatch(self, method: str, raw: bytes) -> None:
+        try:
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode("utf-8", "replace")  # logged as-is; tests can see it
+            path = urlsplit(self.path).path
+            if path.startswith("/_"):
+                self._control(method, path, body)
+            else:
+                self._model_call(method, body)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+            self.close_connection = True  # the CLI went away mid-answer: nothing to do
+
+    def _control(self, method: str, path: str, body: Any) -> None:
+        srv = self.server
+        if path == "/_control" and method == "POST":
+            try:
+                srv.set_knobs(**(body or {}))
+            except (TypeError, ValueError) as e:
+                return self._send_json(400, {"error": {"message": str(e)}})
+        elif path == "/_reset" and method == "POST":
+            srv.reset()
+        elif path == "/_log" and method == "DELETE":
+            srv.clear_log()
+        elif path == "/_log" and method == "GET":
+            return self._send_json(200, {"requests": srv.requests()})
+        elif not (path == "/_control" and method == "GET"):
+            return self._send_json(404, {"error": {"message": f"no such control {method} {path}"}})
+        self._send_json(200, {"knobs": srv.knobs()})
+
+    def _model_call(self, method: str, body: Any) -> None:
+        api, kind = classify(self.path)
+        if method != "POST":
+            kind = "other"
+        k = self.server.log_and_knobs(method, self.path, api, kind, body, dict(self.headers))
+        if api is None or kind == "other":
+            # Unknown calls are logged (so a test can see what a CLI probed) and answered
+            # at once with a 404, never hung or failed by the knobs.
+            return self._send_json(404, {"error": {"message": f"model double: no route for {method} {self.path}"}})
+        if k["hang"]:
+            self.server.stopping.wait()
+            self.close_connection = True
+            return
+        if k["fail_status"]:
+            status = int(k["fail_status"])
+            return self._send_json(status, error_body(api, status, f"injected {status}"))
+        req = body if isinstance(body, dict) else {}
+        text = k["reply"] if k["reply"] is not None else " ".join(f"w{i}" for i in range(k["words"]))
+        pieces, n_in = split_pieces(text), int(k["input_tokens"])
+        delay = k["delay_ms"] / 1000
+
+        if kind == "count_tokens":
+            return self._send_json(200, {"input_tokens": n_in} if api == "anthropic"
+                                   else {"totalTokens": n_in})
+        if api == "gemini":
+            model = _GEMINI_RE.match(urlsplit(self.path).path.rstrip("/")).group(1)
+            if kind == "stream":
+                self._start_stream()
+                for i, piece in enumerate(pieces or [""]):
+                    self._pause(delay)
+                    last = i == max(len(pieces), 1) - 1
+                    chunk = _gemini_chunk(model, piece, last, len(pieces), n_in)
+                    self._chunk(f"data: {json.dumps(chunk)}\r\n\r\n")
+                return self._chunk("")
+            self._pause(delay * len(pieces))  # same total latency as the stream would have
+            return self._send_json(200, _gemini_chunk(model, text, True, len(pieces), n_in))
+
+        model = req.get("model") or ("claude-double" if api == "anthropic" else "gpt-double")
+        events = _anthropic_events if api == "anthropic" else _openai_events
+        if req.get("stream") or api == "openai":  # codex always streams /v1/responses
+            self._start_stream()
+            seq = 0
+            for name, data in events(model, pieces, n_in):
+                if name in ("content_block_delta", "response.output_text.delta"):
+                    self._pause(delay)
+                if api == "openai":
+                    data = {"type": name, "sequence_number": seq, **data}
+                    seq += 1
+                self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n")
+            return self._chunk("")
+        # Non-streaming Messages call (claude uses these for side jobs such as titles).
+        self._pause(delay * len(pieces))
+        self._send_json(200, {
+            "id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant",
+            "model": model, "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": n_in, "output_tokens": len(pieces)}})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a hung handler must never keep the test process alive
+    block_on_close = False
+
+    def __init__(self, addr: tuple[str, int], knobs: dict[str, Any]):
+        super().__init__(addr, _Handler)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.initial = {**DEFAULT_KNOBS, **knobs}
+        self._knobs = dict(self.initial)
+        self._log: list[dict] = []
+        self._conns: set[socket.socket] = set()
+
+    def track(self, conn: socket.socket, add: bool) -> None:
+        with self.lock:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    def close_connections(self) -> None:
+        with self.lock:
+            conns, self._conns = list(self._conns), set()
+        for c in conns:  # wakes handlers blocked reading an idle keep-alive connection
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def set_knobs(self, **kw: Any) -> None:
+        unknown = set(kw) - set(DEFAULT_KNOBS)
+        if unknown:
+            raise ValueError(f"unknown knobs: {sorted(unknown)}")
+        with self.lock:
+            self._knobs.update(kw)
+
+    def knobs(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self._knobs)
+
+    def reset(self) -> None:
+        """Back to the knobs given at start (not the library defaults) and an empty log."""
+        with self.lock:
+            self._knobs = dict(self.initial)
+            self._log.clear()
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self._log.clear()
+
+    def requests(self) -> list[dict]:
+        with self.lock:
+            return list(self._log)
+
+    def log_and_knobs(self, method: str, path: str, api: str | None, kind: str, body: Any,
+                      headers: dict) -> dict:
+        # Log and snapshot knobs under one lock, so a request is always answered with the
+        # knobs that were in force when it was logged.
+        with self.lock:
+            self._log.append({"method": method, "path": path, "api": api, "kind": kind,
+                              "body": body, "headers": headers, "ts": time.time()})
+            return dict(self._knobs)
+
+
+class ModelDouble:
+    """In-process handle: `with ModelDouble(words=3) as d: ... d.url ... d.requests()`."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", **knobs: Any):
+        self.host, self.port = host, port
+        self._knobs = knobs
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ModelDouble":
+        self._server = _Server((self.host, self.port), self._knobs)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True,
+                                        name=f"model-double:{self.port}")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        srv, self._server = self._server, None
+        if srv is None:
+            return
+        srv.stopping.set()  # releases hung and delayed handlers
+        srv.shutdown()
+        srv.server_close()
+        srv.close_connections()
+
+    def __enter__(self) -> "ModelDouble":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def _srv(self) -> _Server:
+        if self._server is None:
+            raise RuntimeError("ModelDouble is not running")
+        return self._server
+
+    def set(self, **knobs: Any) -> None:
+        self._srv.set_knobs(**knobs)
+
+    def knobs(self) -> dict[str, Any]:
+        return self._srv.knobs()
+
+    def reset(self) -> None:
+        self._srv.reset()
+
+    def requests(self) -> list[dict]:
+        return self._srv.requests()
+
+    def clear_log(self) -> None:
+        self._srv.clear_log()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Serve the model-API double until interrupted.")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--words", type=int, default=DEFAULT_KNOBS["words"])
+    ap.add_argument("--delay-ms", type=int, default=DEFAULT_KNOBS["delay_ms"])
+    ap.add_argument("--fail-status", type=int, default=None)
+    ap.add_argument("--hang", action="store_true")
+    ap.add_argument("--reply", default=None)
+    ap.add_argument("--input-tokens", type=int, default=DEFAULT_KNOBS["input_tokens"])
+    a = ap.parse_args(argv)
+    double = ModelDouble(port=a.port, host=a.host, words=a.words, delay_ms=a.delay_ms,
+                         fail_status=a.fail_status, hang=a.hang, reply=a.reply,
+                         input_tokens=a.input_tokens).start()
+    print(double.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        double.stop()
+
+
+if __name__ == "__main__":
+    main()
