@@ -116,6 +116,8 @@ class ClaudeDecoder:
         self._deltas: list[str] = []
         self._result: _Result | None = None
         self._last_retry: str | None = None
+        #: The model the API answered with (assistant messages), preferred over init's.
+        self._answered: str | None = None
 
     def feed(self, line: bytes) -> list[StreamEvent]:
         try:
@@ -149,7 +151,7 @@ class ClaudeDecoder:
             if item.parent_tool_use_id is not None or item.error:
                 return []  # synthetic error messages repeat what `result` says
             if item.message.model and item.message.model != "<synthetic>":
-                self._model = item.message.model
+                self._answered = item.message.model
             out: list[StreamEvent] = []
             blocks = item.message.content if isinstance(item.message.content, list) else []
             text = "".join(b.text or "" for b in blocks if b.type == "text")
@@ -188,8 +190,8 @@ class ClaudeDecoder:
                 stop = "max_turns"
             elif r.stop_reason == "max_tokens":
                 stop = "max_tokens"
-        model = self._model
-        if r is not None and r.modelUsage:
+        model = self._answered or self._model
+        if self._answered is None and r is not None and r.modelUsage:
             model = next(iter(r.modelUsage))
         result = RunResult(
             backend="claude",

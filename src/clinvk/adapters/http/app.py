@@ -1,0 +1,125 @@
+"""The root ASGI app: meta endpoints, one mounted sub-app per dialect, the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from clinvk import __version__
+from clinvk.adapters.http.native.app import native_app
+from clinvk.domain.services import Services
+
+_encode = msgspec.json.Encoder().encode
+
+
+class BackendHealth(msgspec.Struct, kw_only=True):
+    name: str
+    available: bool
+
+
+class StoreHealth(msgspec.Struct, kw_only=True):
+    available: bool
+    session_count: int
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+    version: str
+    uptime: str
+    uptime_millis: int
+    backends: list[BackendHealth]
+    session_store: StoreHealth
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m}m{s}s" if h else (f"{m}m{s}s" if m else f"{s}s")
+
+
+def _json(value, status: int = 200) -> Response:
+    return Response(_encode(value), status, media_type="application/json")
+
+
+def create_app(
+    services: Services,
+    *,
+    on_startup: Callable[[], object] | None = None,
+    on_shutdown: Callable[[], object] | None = None,
+) -> Starlette:
+    """Assemble the whole HTTP server around the services."""
+    started = time.monotonic()
+
+    async def health(request: Request) -> Response:
+        backends = [BackendHealth(name=b.name, available=b.available) for b in services.backends()]
+        try:
+            count = await services.sessions.count()
+            store = StoreHealth(available=True, session_count=count)
+        except OSError:
+            store = StoreHealth(available=False, session_count=0)
+        if not store.available:
+            status = "unhealthy"
+        elif all(b.available for b in backends):
+            status = "ok"
+        else:
+            status = "degraded"
+        up = time.monotonic() - started
+        body = Health(
+            status=status,
+            version=__version__,
+            uptime=_duration(up),
+            uptime_millis=int(up * 1000),
+            backends=backends,
+            session_store=store,
+        )
+        return _json(body, 200 if status != "unhealthy" else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            result = on_startup()
+            if hasattr(result, "__await__"):
+                await result
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                result = on_shutdown()
+                if hasattr(result, "__await__"):
+                    await result
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _json(
+            {"title": "Not Found" if exc.status_code == 404 else "Error",
+             "status": exc.status_code, "detail": str(exc.detail),
+             "code": "not_found" if exc.status_code == 404 else "http_error"},
+            exc.status_code,
+        )
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Never echo an unexpected exception: it may hold paths, prompts or secrets.
+        return _json(
+            {"title": "Internal Server Error", "status": 500,
+             "detail": "internal error; see the server log", "code": "internal_error"},
+            500,
+        )
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Mount("/api/v1", app=native_app(services)),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: not_found, Exception: server_error},
+    )

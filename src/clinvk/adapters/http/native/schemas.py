@@ -1,0 +1,75 @@
+"""Wire types of the native REST API (`/api/v1`). Requests forbid unknown fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from clinvk.domain.models import PromptRequest, Session, TokenUsage
+
+
+class PromptResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Answer of POST /api/v1/prompt."""
+
+    session_id: str | None
+    backend: str
+    exit_code: int
+    duration_ms: int
+    output: str
+    token_usage: TokenUsage
+    model: str | None = None
+    stop_reason: str = "end"
+    error: str | None = None
+    command: list[str] | None = None
+
+
+class BackendEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str
+    available: bool
+    model: str | None = None
+
+
+class BackendsResponse(msgspec.Struct, kw_only=True):
+    backends: list[BackendEntry]
+
+
+class SessionsResponse(msgspec.Struct, kw_only=True):
+    sessions: list[Session]
+    total: int
+    limit: int
+    offset: int
+
+
+class DeletedResponse(msgspec.Struct, kw_only=True):
+    deleted: bool
+    id: str
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An error, as RFC 9457 problem details plus a machine `code` and the offending `field`."""
+
+    title: str
+    status: int
+    detail: str
+    code: str
+    field: str | None = None
+    #: Same text as `detail`; prompt clients read `error`.
+    error: str | None = None
+    session_id: str | None = None
+    backend: str | None = None
+    exit_code: int | None = None
+    output: str | None = None
+    retry_after: float | None = None
+
+
+class StreamLine(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One NDJSON line of a streamed prompt."""
+
+    type: str
+    backend: str
+    session_id: str | None = None
+    content: dict[str, Any] = {}
+
+
+prompt_decoder = msgspec.json.Decoder(PromptRequest)

@@ -1,0 +1,140 @@
+"""HTTP plumbing shared by every dialect: disconnect-aware handlers and event streams."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import anyio
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+T = TypeVar("T")
+
+#: Write one chunk of the body; the first call sends the status line and headers.
+Emit = Callable[[bytes], Awaitable[None]]
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the answer was ready."""
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work`, cancelling it when the client disconnects (uvicorn does not do this
+    for non-streaming handlers, so a dropped client would otherwise leave the CLI running)."""
+    result: list[T] = []
+    disconnected = False
+
+    async def run(tg) -> None:
+        result.append(await work())
+        tg.cancel_scope.cancel()
+
+    async def watch(tg) -> None:
+        nonlocal disconnected
+        await _wait_for_disconnect(request.receive)
+        disconnected = True
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, tg)
+        tg.start_soon(watch, tg)
+    if disconnected or not result:
+        raise ClientDisconnected()
+    return result[0]
+
+
+class EventStreamResponse:
+    """A streaming response whose `__call__` owns the task group: the producer writes
+    chunks as the backend emits them, a heartbeat keeps quiet streams alive, and a
+    disconnect listener cancels everything (which terminates the CLI).
+
+    The status line and headers go out with the first chunk, so the producer can still
+    set headers (e.g. the session id) or fail with an ordinary error response before that.
+    """
+
+    def __init__(
+        self,
+        producer: Callable[[Emit, "EventStreamResponse"], Awaitable[None]],
+        *,
+        media_type: str,
+        heartbeat: bytes | None = None,
+        heartbeat_secs: float | None = None,
+        on_early_error: Callable[[BaseException], Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.producer = producer
+        self.media_type = media_type
+        self.heartbeat = heartbeat
+        self.heartbeat_secs = heartbeat_secs
+        self.on_early_error = on_early_error
+        self.headers: dict[str, str] = dict(headers or {})
+        self.started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lock = anyio.Lock()
+        last_write = anyio.current_time()
+
+        async def start() -> None:
+            headers = [(b"content-type", self.media_type.encode())]
+            headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+            headers += [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            self.started = True
+
+        async def emit(chunk: bytes) -> None:
+            nonlocal last_write
+            async with lock:
+                if not self.started:
+                    await start()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last_write = anyio.current_time()
+
+        async def beat() -> None:
+            assert self.heartbeat_secs and self.heartbeat is not None
+            while True:
+                await anyio.sleep(
+                    max(0.05, last_write + self.heartbeat_secs - anyio.current_time())
+                )
+                # Only once the answer has started: headers must wait for the producer.
+                if self.started and anyio.current_time() - last_write >= self.heartbeat_secs:
+                    await emit(self.heartbeat)
+
+        early: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def produce() -> None:
+                nonlocal early
+                try:
+                    await self.producer(emit, self)
+                except Exception as exc:  # rendered below as a normal error response
+                    if self.started or self.on_early_error is None:
+                        raise
+                    early = exc
+                tg.cancel_scope.cancel()
+
+            async def listen() -> None:
+                await _wait_for_disconnect(receive)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(produce)
+            tg.start_soon(listen)
+            if self.heartbeat is not None and self.heartbeat_secs:
+                tg.start_soon(beat)
+
+        if early is not None and self.on_early_error is not None:
+            response = self.on_early_error(early)
+            await response(scope, receive, send)
+            return
+        if not self.started:
+            await start()
+        try:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client is gone

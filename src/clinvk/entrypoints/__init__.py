@@ -1,0 +1,1 @@
+"""Entry points: the `clinvk` command and the one composition root."""

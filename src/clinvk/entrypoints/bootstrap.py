@@ -1,0 +1,47 @@
+"""The composition root: the one place that wires adapters to the domain's ports."""
+
+from __future__ import annotations
+
+import os
+from clinvk.domain.config import Config
+from clinvk.domain.prompt import PromptService
+from clinvk.domain.services import Services
+from clinvk.domain.sessions import SessionService
+from clinvk.ports import BackendRunner, Clock, IdGenerator, SessionStore
+
+__all__ = ["Services", "bootstrap"]
+
+
+def bootstrap(
+    config: Config | None = None,
+    *,
+    runner: BackendRunner | None = None,
+    store: SessionStore | None = None,
+    clock: Clock | None = None,
+    ids: IdGenerator | None = None,
+) -> Services:
+    """Build the services; adapters default to the real ones (CLIs, files, system clock)."""
+    from clinvk.adapters.backends.runner import SubprocessBackendRunner
+    from clinvk.adapters.sessions.file_store import FileSessionStore
+    from clinvk.adapters.system import SystemClock, UuidIds
+
+    if config is None:
+        from clinvk.adapters.config.yaml_config import load_config
+
+        config = load_config()
+    home = config.home or os.path.expanduser("~/.clinvk")
+    runner = runner if runner is not None else SubprocessBackendRunner(config)
+    store = store if store is not None else FileSessionStore(os.path.join(home, "sessions"))
+    clock = clock if clock is not None else SystemClock()
+    ids = ids if ids is not None else UuidIds()
+    default_workdir = config.server.default_workdir or os.getcwd()
+    prompt = PromptService(
+        config=config,
+        runner=runner,
+        store=store,
+        clock=clock,
+        ids=ids,
+        default_workdir=default_workdir,
+    )
+    sessions = SessionService(store=store, clock=clock, config=config.session)
+    return Services(config=config, runner=runner, store=store, prompt=prompt, sessions=sessions)
