@@ -30,10 +30,14 @@ async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -
     """Run `work`, cancelling it when the client disconnects (uvicorn does not do this
     for non-streaming handlers, so a dropped client would otherwise leave the CLI running)."""
     result: list[T] = []
+    failure: list[BaseException] = []
     disconnected = False
 
     async def run(tg) -> None:
-        result.append(await work())
+        try:
+            result.append(await work())
+        except Exception as exc:  # re-raised bare below, not as an ExceptionGroup
+            failure.append(exc)
         tg.cancel_scope.cancel()
 
     async def watch(tg) -> None:
@@ -45,6 +49,8 @@ async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -
     async with anyio.create_task_group() as tg:
         tg.start_soon(run, tg)
         tg.start_soon(watch, tg)
+    if failure:
+        raise failure[0]
     if disconnected or not result:
         raise ClientDisconnected()
     return result[0]

@@ -1,0 +1,159 @@
+"""Fakes of the ports, for fast unit tests of the domain and the HTTP translators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import anyio
+
+from clinvk.domain import events as ev
+from clinvk.domain.errors import BackendFailed, SessionNotFound, UnknownBackend
+from clinvk.domain.models import (
+    BackendInfo,
+    RunResult,
+    RunSpec,
+    Session,
+    SessionPage,
+    SessionQuery,
+    TokenUsage,
+)
+
+
+class FakeClock:
+    """A clock that only moves when told."""
+
+    def __init__(self) -> None:
+        self.current = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.mono = 0.0
+
+    def now(self) -> datetime:
+        return self.current
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+class FakeIds:
+    """Sequential ids: s1, s2, ..."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def session_id(self) -> str:
+        self.n += 1
+        return f"s{self.n}"
+
+
+class FakeSessionStore:
+    """Sessions in a dict."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+
+    async def create(self, session: Session) -> None:
+        self.sessions[session.id] = session
+
+    async def get(self, session_id: str) -> Session:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(session_id) from None
+
+    async def update(self, session_id: str, change: Callable[[Session], Session]) -> Session:
+        self.sessions[session_id] = change(await self.get(session_id))
+        return self.sessions[session_id]
+
+    async def delete(self, session_id: str) -> None:
+        await self.get(session_id)
+        del self.sessions[session_id]
+
+    async def list(self, query: SessionQuery) -> SessionPage:
+        hits = [
+            s
+            for s in self.sessions.values()
+            if query.backend in (None, s.backend) and query.status in (None, s.status)
+        ]
+        hits.sort(key=lambda s: s.last_used, reverse=True)
+        page = hits[query.offset : query.offset + query.limit]
+        return SessionPage(sessions=page, total=len(hits), limit=query.limit, offset=query.offset)
+
+    async def purge(self, last_used_before: datetime) -> int:
+        cutoff = last_used_before.isoformat()
+        old = [k for k, s in self.sessions.items() if s.last_used < cutoff]
+        for k in old:
+            del self.sessions[k]
+        return len(old)
+
+    async def count(self) -> int:
+        return len(self.sessions)
+
+
+class FakeBackendRunner:
+    """Answers every prompt with a scripted reply, streamed word by word.
+
+    `fail` makes runs fail like a CLI would; `hang` makes them wait until cancelled;
+    `runs` records every RunSpec so tests can assert on what the domain asked for.
+    """
+
+    def __init__(self, names=("claude", "codex", "gemini"), unavailable=()) -> None:
+        self._names = list(names)
+        self.unavailable = set(unavailable)
+        self.reply = "hello from fake"
+        self.fail: str | None = None
+        self.hang = False
+        self.delay = 0.0
+        self.usage = TokenUsage(input_tokens=3, output_tokens=3)
+        self.cumulative = False
+        self.runs: list[RunSpec] = []
+        self.live = 0
+        self.max_live = 0
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def info(self, backend: str) -> BackendInfo:
+        if backend not in self._names:
+            raise UnknownBackend(backend, self._names)
+        return BackendInfo(name=backend, available=backend not in self.unavailable)
+
+    def command(self, spec: RunSpec) -> tuple[str, ...]:
+        return (spec.backend, "--", spec.prompt)
+
+    async def run(self, spec: RunSpec, on_event=None) -> RunResult:
+        self.runs.append(spec)
+        self.live += 1
+        self.max_live = max(self.max_live, self.live)
+        try:
+            thread = spec.resume_id or f"{spec.backend}-thread-{len(self.runs)}"
+
+            async def emit(event):
+                if on_event is not None:
+                    await on_event(event)
+
+            await emit(ev.Init(backend_session_id=thread, model=spec.model or "fake-model"))
+            if self.hang:
+                await anyio.sleep_forever()
+            words = self.reply.split(" ")
+            for i, word in enumerate(words):
+                if self.delay:
+                    await anyio.sleep(self.delay)
+                await emit(ev.TextDelta(text=word if i == 0 else " " + word))
+            result = RunResult(
+                backend=spec.backend,
+                output=self.reply,
+                exit_code=1 if self.fail else 0,
+                duration_ms=1,
+                usage=self.usage,
+                usage_is_cumulative=self.cumulative,
+                model=spec.model or "fake-model",
+                backend_session_id=thread,
+            )
+            if self.fail:
+                raise BackendFailed(spec.backend, self.fail, exit_code=1, result=result)
+            await emit(ev.Usage(usage=self.usage))
+            return result
+        finally:
+            self.live -= 1
+
+
