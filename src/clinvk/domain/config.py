@@ -140,6 +140,8 @@ class Config(_Section):
     parallel: ParallelConfig = msgspec.field(default_factory=ParallelConfig)
     #: Directory for sessions and other state (CLINVK_HOME); empty = ~/.clinvk.
     home: str = ""
+    #: Extra model names for the compatible APIs: alias -> "backend" or "backend/model".
+    model_aliases: dict[str, str] = msgspec.field(default_factory=dict)
 
     def backend(self, name: str) -> BackendConfig:
         """The section for `name`, defaults when absent."""

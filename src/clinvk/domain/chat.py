@@ -1,0 +1,99 @@
+"""What the chat-style dialects (OpenAI, Anthropic) share: model routing, the rendering
+of earlier turns into one prompt, and the text to stream from unified events."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from clinvk.domain import events as ev
+from clinvk.domain.config import Config
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+#: Substrings that route a model name to a backend, in order.
+_FAMILIES = (("claude", "claude"), ("gpt", "codex"), ("gemini", "gemini"))
+
+
+class Turn(msgspec.Struct, frozen=True, kw_only=True):
+    """One message of a chat conversation, reduced to its text."""
+
+    role: Role
+    text: str
+
+
+class Route(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a requested model name goes."""
+
+    backend: str
+    #: The model to pass to the CLI; None = the backend's configured default.
+    model: str | None
+
+
+def route_model(name: str, config: Config, backends: list[str]) -> Route:
+    """Map an API model name to a backend and CLI model.
+
+    Rules, first match wins: a configured alias; `backend/model`; an exact backend name
+    (its configured model); a name containing `claude` / `gpt` / `gemini`; otherwise the
+    default backend, with the name passed on as its model.
+    """
+    alias = config.model_aliases.get(name)
+    if alias:
+        name = alias
+    head, sep, tail = name.partition("/")
+    if sep and head in backends:
+        return Route(backend=head, model=tail or None)
+    if name in backends:
+        return Route(backend=name, model=None)
+    lowered = name.lower()
+    for needle, backend in _FAMILIES:
+        if needle in lowered and backend in backends:
+            return Route(backend=backend, model=name)
+    return Route(backend=config.default_backend, model=name or None)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def render_conversation(turns: list[Turn]) -> str:
+    """One prompt carrying a whole conversation, in a layout that cannot be misread.
+
+    A lone user turn is sent verbatim. Otherwise the earlier turns are written as a JSON
+    array (so no message text can fake a turn boundary) and the last user turn follows
+    verbatim.
+    """
+    if not turns:
+        return ""
+    if len(turns) == 1 and turns[0].role == "user":
+        return turns[0].text
+    earlier, last = (turns[:-1], turns[-1]) if turns[-1].role == "user" else (turns, None)
+    history = _encode([{"role": t.role, "content": t.text} for t in earlier]).decode()
+    parts = [
+        "The conversation so far, as a JSON array of messages, oldest first:",
+        history,
+    ]
+    if last is not None:
+        parts += ["", "Reply to this latest user message:", last.text]
+    else:
+        parts += ["", "Continue the conversation as the assistant."]
+    return "\n".join(parts)
+
+
+class TextStream:
+    """Picks the text to stream from unified events: every delta as it comes; a whole
+    message only when no delta carried it (codex prints whole messages only)."""
+
+    def __init__(self) -> None:
+        self._deltas_since_message = False
+
+    def text(self, event: ev.StreamEvent) -> str | None:
+        """The text this event adds to the answer, or None."""
+        if isinstance(event, ev.TextDelta):
+            self._deltas_since_message = True
+            return event.text or None
+        if isinstance(event, ev.Message):
+            streamed = self._deltas_since_message
+            self._deltas_since_message = False
+            return None if streamed else (event.text or None)
+        return None
