@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 import yaml
 
 from clinvk.domain.config import BACKEND_NAMES, BackendConfig, Config
@@ -28,6 +29,13 @@ ENV_KEYS = {
     "CLINVK_API_KEYS_GOPASS_PATH": "server.api_keys_gopass_path",
     "CLINVK_HOME": "home",
 }
+
+#: Top-level keys holding a mapping (a section, or `backends`).
+_SECTIONS = frozenset(
+    field.name
+    for field in msgspec.inspect.type_info(Config).fields
+    if isinstance(field.type, (msgspec.inspect.StructType, msgspec.inspect.DictType))
+)
 
 
 class ConfigError(ValueError):
@@ -115,9 +123,15 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _decode(data: dict[str, Any], *, source: str) -> Config:
+    # A section whose keys are all commented out (`server:`) reads as null: it means defaults.
+    for key in _SECTIONS:
+        if key in data and data[key] is None:
+            data[key] = {}
     backends = data.get("backends")
     if isinstance(backends, dict):
         for name, section in backends.items():
+            if section is None:
+                backends[name] = section = {}
             _check_backend(name, section, source=source)
     try:
         config = msgspec.convert(data, Config)
