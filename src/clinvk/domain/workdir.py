@@ -18,6 +18,8 @@ def resolve_workdir(path: str, *, allowed: list[str], blocked: list[str]) -> str
     Symlinks are resolved before the prefix checks, so a link inside an allowed folder
     that points at a blocked one is refused.
     """
+    if "\x00" in path:  # os.path would raise ValueError, not refuse it
+        raise InvalidRequest("workdir must not contain a NUL character", field="workdir")
     if not os.path.isabs(path):
         raise InvalidRequest(f"workdir must be an absolute path, got {path!r}", field="workdir")
     real = os.path.realpath(path)

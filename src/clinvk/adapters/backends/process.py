@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -17,6 +18,10 @@ STDERR_TAIL_BYTES = 16 * 1024
 #: Seconds between SIGTERM to the process group and SIGKILL.
 TERMINATE_GRACE_SECS = 2.0
 _CHUNK = 64 * 1024
+#: Capacity asked for the stdout pipe. gemini echoes the whole prompt as one line and loses
+#: the rest of its output when that line does not fit in the pipe (it exits 0 silently).
+STDOUT_PIPE_BYTES = 8 * 1024 * 1024
+_F_SETPIPE_SZ = 1031
 
 LineHandler = Callable[[bytes], Awaitable[None]]
 
@@ -77,7 +82,7 @@ async def run_process(
     *,
     cwd: str,
     env: dict[str, str],
-    stdin: bytes | None,
+    stdin: str | None,
     on_line: LineHandler,
     timeout: float | None,
     idle_timeout: float | None,
@@ -86,32 +91,35 @@ async def run_process(
 ) -> ProcessOutcome:
     """Run argv in its own process group; call `on_line` for each stdout line as it arrives.
 
-    `stdin` None means /dev/null (codex blocks on an open stdin, claude waits 3 s).
-    Raises OSError when the command cannot be started.
+    `stdin` is the path of a file to read stdin from; None means /dev/null (codex blocks on
+    an open stdin, claude waits 3 s). A regular file rather than a pipe, because gemini
+    drops a large prompt that arrives through a pipe. Raises OSError when the command
+    cannot be started.
     """
-    process = await anyio.open_process(
-        argv,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-    )
+    stdin_file = open(stdin, "rb") if stdin is not None else None  # noqa: SIM115
+    out_read, out_write = _stdout_pipe()
+    try:
+        process = await anyio.open_process(
+            argv,
+            stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(out_read)
+        raise
+    finally:
+        os.close(out_write)  # the child holds its own copy; EOF comes when it exits
+        if stdin_file is not None:
+            stdin_file.close()
     if groups is not None:
         groups.add(process.pid, label)
     tail: deque[bytes] = deque()
     tail_size = 0
     timed_out: str | None = None
-
-    async def write_stdin() -> None:
-        assert process.stdin is not None
-        try:
-            await process.stdin.send(stdin or b"")
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass  # the CLI exited early; its stdout/exit code tell why
-        finally:
-            await process.stdin.aclose()
 
     async def read_stderr() -> None:
         nonlocal tail_size
@@ -122,16 +130,20 @@ async def run_process(
             while tail_size - len(tail[0]) >= STDERR_TAIL_BYTES and len(tail) > 1:
                 tail_size -= len(tail.popleft())
 
+    async def receive() -> bytes:
+        while True:
+            try:
+                return os.read(out_read, _CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(out_read)
+
     async def read_stdout() -> None:
         nonlocal timed_out
-        assert process.stdout is not None
         buffer = b""
         while True:
+            chunk = b""
             with anyio.move_on_after(idle_timeout) as idle:
-                try:
-                    chunk = await process.stdout.receive(_CHUNK)
-                except (anyio.EndOfStream, anyio.ClosedResourceError):
-                    chunk = b""
+                chunk = await receive()
             if idle.cancelled_caught:
                 timed_out = "idle"
                 raise _Stop
@@ -149,8 +161,6 @@ async def run_process(
         with anyio.move_on_after(timeout) as deadline:
             try:
                 async with anyio.create_task_group() as tg:
-                    if stdin is not None:
-                        tg.start_soon(write_stdin)
                     tg.start_soon(read_stderr)
                     await read_stdout()
                     await process.wait()
@@ -162,11 +172,27 @@ async def run_process(
         with anyio.CancelScope(shield=True):
             await _terminate(process)
             await process.aclose()
+            os.close(out_read)
             if groups is not None:
                 groups.discard(process.pid)
     stderr = b"".join(tail)[-STDERR_TAIL_BYTES:].decode("utf-8", "replace")
     code = process.returncode if process.returncode is not None else -1
     return ProcessOutcome(exit_code=code, stderr=stderr, timed_out=timed_out)
+
+
+def _stdout_pipe() -> tuple[int, int]:
+    """A pipe for the CLI's stdout, as large as the system allows, read end non-blocking."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    try:
+        fcntl.fcntl(write, _F_SETPIPE_SZ, STDOUT_PIPE_BYTES)
+    except OSError:
+        try:
+            with open("/proc/sys/fs/pipe-max-size") as f:
+                fcntl.fcntl(write, _F_SETPIPE_SZ, int(f.read()))
+        except (OSError, ValueError):
+            pass  # keep the default size
+    return read, write
 
 
 class _Stop(Exception):

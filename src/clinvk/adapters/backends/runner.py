@@ -73,9 +73,12 @@ class SubprocessBackendRunner:
         if exe is None:
             detail = "disabled in config" if not cfg.enabled else f"{cfg.command or spec.backend!r} not found"
             raise BackendUnavailable(spec.backend, detail)
-        sp_file = _write_system_prompt(spec.system_prompt) if spec.system_prompt else None
+        sp_file = _write_temp(spec.system_prompt, ".md") if spec.system_prompt else None
+        stdin_file: str | None = None
         try:
             inv = backend.invocation(spec, cfg, exe, sp_file)
+            if inv.stdin is not None:
+                stdin_file = _write_temp(inv.stdin, ".txt")
             decoder = backend.decoder(spec, cfg)
             env = build_env(backend.env_prefixes, cfg, inv.env)
 
@@ -91,7 +94,7 @@ class SubprocessBackendRunner:
                     inv.argv,
                     cwd=spec.workdir,
                     env=env,
-                    stdin=inv.stdin,
+                    stdin=stdin_file,
                     on_line=on_line,
                     timeout=spec.timeout_secs,
                     idle_timeout=spec.idle_timeout_secs,
@@ -111,8 +114,9 @@ class SubprocessBackendRunner:
             )
             return result
         finally:
-            if sp_file:
-                os.unlink(sp_file)
+            for path in (sp_file, stdin_file):
+                if path:
+                    os.unlink(path)
 
 
 def _partial(decoder, exit_code: int, stderr: str, duration_ms: int) -> RunResult | None:
@@ -122,8 +126,10 @@ def _partial(decoder, exit_code: int, stderr: str, duration_ms: int) -> RunResul
         return exc.result
 
 
-def _write_system_prompt(text: str) -> str:
-    fd, path = tempfile.mkstemp(prefix="clinvk-system-", suffix=".md")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+def _write_temp(content: str | bytes, suffix: str) -> str:
+    """A private (0600) temp file holding a system prompt or a stdin prompt for one run."""
+    fd, path = tempfile.mkstemp(prefix="clinvk-", suffix=suffix)
+    data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     return path

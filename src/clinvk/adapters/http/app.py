@@ -14,7 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from clinvk import __version__
+from clinvk.adapters.http.anthropic.app import anthropic_app
 from clinvk.adapters.http.native.app import native_app
+from clinvk.adapters.http.openai.app import openai_app
 from clinvk.domain.services import Services
 
 _encode = msgspec.json.Encoder().encode
@@ -117,6 +119,8 @@ def create_app(
     routes = [
         Route("/health", health, methods=["GET"]),
         Mount("/api/v1", app=native_app(services)),
+        Mount("/anthropic/v1", app=anthropic_app(services)),
+        Mount("/openai/v1", app=openai_app(services)),
     ]
     return Starlette(
         routes=routes,

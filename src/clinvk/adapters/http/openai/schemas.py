@@ -1,0 +1,211 @@
+"""Wire types of the OpenAI-compatible API (`/openai/v1`).
+
+Requests tolerate unknown fields (real clients send extras such as `temperature`, `tools`
+or `user`); only the fields clinvk acts on are declared. The clinvk-only options object
+(`clinvk`, the SDKs' `extra_body`) refuses unknown keys, so a typo there is a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+
+from clinvk.domain.models import ApprovalMode, PositiveInt, SandboxMode
+
+# -- request: content parts ------------------------------------------------------------
+
+
+class _Part(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    pass
+
+
+class OpenAITextPart(_Part, tag="text"):
+    text: str
+
+
+class OpenAIRefusalPart(_Part, tag="refusal"):
+    refusal: str
+
+
+# Parts clinvk cannot pass to a CLI; decoded only so the error can name them.
+class OpenAIImagePart(_Part, tag="image_url"):
+    pass
+
+
+class OpenAIAudioPart(_Part, tag="input_audio"):
+    pass
+
+
+class OpenAIFilePart(_Part, tag="file"):
+    pass
+
+
+OpenAIContentPart = Union[
+    OpenAITextPart, OpenAIRefusalPart, OpenAIImagePart, OpenAIAudioPart, OpenAIFilePart
+]
+OpenAIContent = Union[str, list[OpenAIContentPart]]
+
+# -- request: messages -----------------------------------------------------------------
+
+
+class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="role"):
+    name: str | None = None
+
+
+class OpenAISystemMessage(_Message, tag="system"):
+    content: OpenAIContent
+
+
+class OpenAIDeveloperMessage(_Message, tag="developer"):
+    content: OpenAIContent
+
+
+class OpenAIUserMessage(_Message, tag="user"):
+    content: OpenAIContent
+
+
+class OpenAIAssistantMessage(_Message, tag="assistant"):
+    content: OpenAIContent | None = None
+    refusal: str | None = None
+    #: Calls of the client's own tools, made by some earlier model; carried as text.
+    tool_calls: list[Any] | None = None
+
+
+class OpenAIToolMessage(_Message, tag="tool"):
+    content: OpenAIContent
+    tool_call_id: str | None = None
+
+
+OpenAIMessage = Union[
+    OpenAISystemMessage,
+    OpenAIDeveloperMessage,
+    OpenAIUserMessage,
+    OpenAIAssistantMessage,
+    OpenAIToolMessage,
+]
+
+# -- request: the chat completion ------------------------------------------------------
+
+
+class OpenAIStreamOptions(msgspec.Struct, frozen=True, kw_only=True):
+    include_usage: bool | None = None
+
+
+class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """clinvk's own options, sent as `"clinvk": {...}` (the SDKs' `extra_body`)."""
+
+    workdir: str | None = None
+    approval_mode: ApprovalMode = "default"
+    sandbox_mode: SandboxMode = "default"
+    max_turns: PositiveInt | None = None
+    #: Continue this clinvk session: only the new turns are sent; the CLI resumes its own.
+    session_id: str | None = None
+    #: Keep no session for this request.
+    ephemeral: bool = False
+
+
+class OpenAIChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /openai/v1/chat/completions."""
+
+    model: str
+    messages: Annotated[list[OpenAIMessage], msgspec.Meta(min_length=1)]
+    stream: bool | None = None
+    stream_options: OpenAIStreamOptions | None = None
+    n: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    metadata: dict[str, Any] | None = None
+    clinvk: ClinvkOptions | None = None
+
+
+chat_request_decoder = msgspec.json.Decoder(OpenAIChatRequest)
+
+# -- responses -------------------------------------------------------------------------
+
+FinishReason = Literal["stop", "length"]
+
+
+class OpenAIPromptTokensDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int
+
+
+class OpenAICompletionTokensDetails(msgspec.Struct, kw_only=True):
+    reasoning_tokens: int
+
+
+class OpenAIUsage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: OpenAIPromptTokensDetails
+    completion_tokens_details: OpenAICompletionTokensDetails
+
+
+class OpenAIAnswer(msgspec.Struct, kw_only=True):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+
+
+class OpenAIChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    message: OpenAIAnswer
+    logprobs: None = None
+    finish_reason: FinishReason
+
+
+class OpenAIChatCompletion(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[OpenAIChoice]
+    usage: OpenAIUsage
+
+
+class OpenAIDelta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class OpenAIChunkChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    delta: OpenAIDelta
+    logprobs: None = None
+    finish_reason: FinishReason | None = None
+
+
+class OpenAIChatCompletionChunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[OpenAIChunkChoice]
+    #: Absent unless `stream_options.include_usage`; then null on all but the last chunk.
+    usage: OpenAIUsage | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class OpenAIModel(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(msgspec.Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class OpenAIErrorDetail(msgspec.Struct, kw_only=True):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(msgspec.Struct, kw_only=True):
+    """OpenAI's error envelope, also sent as the one error chunk of a failed stream."""
+
+    error: OpenAIErrorDetail
