@@ -4,10 +4,9 @@
 (`command`, `env`, `extra_flags`, `model`). The same data drives the direct smoke tests in
 tests/real, so what those tests prove is exactly what the server will be given.
 
-Every setting below exists for one of three reasons (see docs in /work/shared
-backend-cli-facts.md §0 and §2-4): keep all state in a throwaway folder, stop the CLIs from
-talking to anything but the double, and make API failures fail in about a second instead of
-minutes of retries.
+Every setting below exists for one of three reasons (see the backend CLI facts, §0 and
+§2-4): keep all state in a throwaway folder, stop the CLIs from talking to anything but the
+double, and make API failures fail in about a second instead of minutes of retries.
 """
 
 from __future__ import annotations
@@ -124,7 +123,16 @@ def backend_settings(double_url: str, scratch: Path) -> dict[str, dict]:
         "security": {"auth": {"selectedType": "gemini-api-key"}},  # else exit 41
         "privacy": {"usageStatisticsEnabled": False},  # no telemetry lookups
         "tools": {"useRipgrep": False},  # no "Ripgrep is not available" on stderr
-        "general": {"maxAttempts": 1},  # default 10 attempts, ~4 min on a 500
+        "general": {
+            "maxAttempts": 1,  # default 10 attempts, ~4 min on a 500
+            # gemini 0.61.0 starts background cleanups that race the main code for the
+            # projects.json lock (a lock *directory*); when the process exits while a
+            # retried lock is held, projects.json.lock stays behind and the next run in
+            # this home stalls until it is 10 s stale (13-52 s observed). Disabling the
+            # session cleanup removes one of the racers, which made sequential runs
+            # reliable. Concurrent runs in one home can still leave the lock behind.
+            "sessionRetention": {"enabled": False},
+        },
     }
     (gemini_home / ".gemini" / "settings.json").write_text(json.dumps(settings, indent=2))
     gemini_env = {

@@ -19,6 +19,7 @@ import argparse
 import json
 import re
 import socket
+import socketserver
 import threading
 import time
 import uuid
@@ -37,6 +38,12 @@ DEFAULT_KNOBS: dict[str, Any] = {
 
 # Gemini paths look like /v1beta/models/gemini-2.5-flash:streamGenerateContent
 _GEMINI_RE = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):(\w+)$")
+
+
+def _check_knobs(knobs: dict) -> None:
+    unknown = set(knobs) - set(DEFAULT_KNOBS)
+    if unknown:
+        raise ValueError(f"unknown knobs: {sorted(unknown)}")
 
 
 def split_pieces(text: str) -> list[str]:
@@ -84,10 +91,12 @@ def _texts(content: Any) -> list[str]:
 
 
 def conversation(request: dict) -> list[tuple[str, str]]:
-    """(role, text) pairs of a logged request's conversation; roles are user/assistant.
+    """(role, text) pairs of a logged request's conversation, oldest first.
 
-    Covers Anthropic `messages`, OpenAI Responses `input` and Gemini `contents`. System and
-    developer instructions are left out: they are not part of the conversation.
+    Covers Anthropic `messages`, OpenAI Responses `input` and Gemini `contents`; roles are
+    "user" and "assistant" (Gemini's "model" is mapped). Top-level system prompts and codex
+    `developer` items are left out. Claude 2.1.197 also puts a role "system" message inside
+    `messages` (its agent list); that one is kept, with role "system".
     """
     body = request.get("body")
     if not isinstance(body, dict):
@@ -101,8 +110,9 @@ def conversation(request: dict) -> list[tuple[str, str]]:
         if isinstance(items, str):
             items = [{"type": "message", "role": "user", "content": items}]
         for item in items:
-            if item.get("type", "message") == "message" and item.get("role") in ("user", "assistant"):
-                out += [(item["role"], t) for t in _texts(item.get("content"))]
+            role = item.get("role")
+            if item.get("type", "message") == "message" and role in ("user", "assistant"):
+                out += [(role, t) for t in _texts(item.get("content"))]
     elif isinstance(body.get("contents"), list):  # gemini
         for c in body["contents"]:
             role = "assistant" if c.get("role") == "model" else c.get("role", "user")
@@ -147,7 +157,7 @@ def error_body(api: str | None, status: int, message: str) -> dict:
 
 
 def _anthropic_events(model: str, pieces: list[str], usage_in: int):
-    """(event name, data) pairs of a Messages stream; yields None where a piece goes."""
+    """(event name, data) pairs of a Messages stream with one text_delta per piece."""
     msg = {"id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant",
            "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
            "usage": {"input_tokens": usage_in, "output_tokens": 1}}
@@ -170,7 +180,8 @@ def _openai_events(model: str, pieces: list[str], usage_in: int):
     codex only strictly needs created / output_item.done / completed, but the full set
     keeps the double honest if codex starts reading the intermediate events.
     """
-    resp_id, item_id, text = "resp_" + uuid.uuid4().hex[:20], "msg_" + uuid.uuid4().hex[:20], "".join(pieces)
+    resp_id, item_id = "resp_" + uuid.uuid4().hex[:20], "msg_" + uuid.uuid4().hex[:20]
+    text = "".join(pieces)
     base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
             "model": model, "status": "in_progress", "output": []}
     part = {"type": "output_text", "text": text, "annotations": []}
@@ -212,34 +223,32 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 so the CLIs can keep connections alive like they would with the real APIs;
     # streams use chunked encoding so every piece is flushed on its own.
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    double: "ModelDouble"  # set on the per-instance subclass made by ModelDouble.start()
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
 
     def setup(self) -> None:
         super().setup()
-        self.server.track(self.connection, add=True)
+        self.double._track(self.connection, add=True)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.track(self.connection, add=False)
+            self.double._track(self.connection, add=False)
 
     # -- plumbing -----------------------------------------------------------------------
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return data
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
                 data += self.rfile.read(size)
                 self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return data
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _send_json(self, status: int, obj: Any) -> None:
@@ -266,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _pause(self, seconds: float) -> None:
         # Event.wait instead of sleep: stop() wakes every handler at once.
         if seconds > 0:
-            self.server.stopping.wait(seconds)
+            self.double._stopping.wait(seconds)
 
     # -- verbs --------------------------------------------------------------------------
 
@@ -290,44 +299,47 @@ class _Handler(BaseHTTPRequestHandler):
                 self._control(method, path, body)
             else:
                 self._model_call(method, body)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+        except OSError:  # includes BrokenPipe/ConnectionReset/timeout
             self.close_connection = True  # the CLI went away mid-answer: nothing to do
 
     def _control(self, method: str, path: str, body: Any) -> None:
-        srv = self.server
+        d = self.double
         if path == "/_control" and method == "POST":
             try:
-                srv.set_knobs(**(body or {}))
+                d.set(**(body or {}))
             except (TypeError, ValueError) as e:
                 return self._send_json(400, {"error": {"message": str(e)}})
         elif path == "/_reset" and method == "POST":
-            srv.reset()
+            d.reset()
         elif path == "/_log" and method == "DELETE":
-            srv.clear_log()
+            d.clear_log()
         elif path == "/_log" and method == "GET":
-            return self._send_json(200, {"requests": srv.requests()})
+            return self._send_json(200, {"requests": d.requests()})
         elif not (path == "/_control" and method == "GET"):
             return self._send_json(404, {"error": {"message": f"no such control {method} {path}"}})
-        self._send_json(200, {"knobs": srv.knobs()})
+        self._send_json(200, {"knobs": d.knobs()})
 
     def _model_call(self, method: str, body: Any) -> None:
         api, kind = classify(self.path)
         if method != "POST":
             kind = "other"
-        k = self.server.log_and_knobs(method, self.path, api, kind, body, dict(self.headers))
+        k = self.double._log_call(method, self.path, api, kind, body, dict(self.headers))
         if api is None or kind == "other":
             # Unknown calls are logged (so a test can see what a CLI probed) and answered
             # at once with a 404, never hung or failed by the knobs.
-            return self._send_json(404, {"error": {"message": f"model double: no route for {method} {self.path}"}})
+            message = f"model double: no route for {method} {self.path}"
+            return self._send_json(404, {"error": {"message": message}})
         if k["hang"]:
-            self.server.stopping.wait()
+            self.double._stopping.wait()
             self.close_connection = True
             return
         if k["fail_status"]:
             status = int(k["fail_status"])
             return self._send_json(status, error_body(api, status, f"injected {status}"))
         req = body if isinstance(body, dict) else {}
-        text = k["reply"] if k["reply"] is not None else " ".join(f"w{i}" for i in range(k["words"]))
+        text = k["reply"]
+        if text is None:
+            text = " ".join(f"w{i}" for i in range(k["words"]))
         pieces, n_in = split_pieces(text), int(k["input_tokens"])
         delay = k["delay_ms"] / 1000
 
@@ -371,91 +383,54 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hung handler must never keep the test process alive
-    block_on_close = False
 
-    def __init__(self, addr: tuple[str, int], knobs: dict[str, Any]):
-        super().__init__(addr, _Handler)
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.initial = {**DEFAULT_KNOBS, **knobs}
-        self._knobs = dict(self.initial)
-        self._log: list[dict] = []
-        self._conns: set[socket.socket] = set()
-
-    def track(self, conn: socket.socket, add: bool) -> None:
-        with self.lock:
-            (self._conns.add if add else self._conns.discard)(conn)
-
-    def close_connections(self) -> None:
-        with self.lock:
-            conns, self._conns = list(self._conns), set()
-        for c in conns:  # wakes handlers blocked reading an idle keep-alive connection
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def set_knobs(self, **kw: Any) -> None:
-        unknown = set(kw) - set(DEFAULT_KNOBS)
-        if unknown:
-            raise ValueError(f"unknown knobs: {sorted(unknown)}")
-        with self.lock:
-            self._knobs.update(kw)
-
-    def knobs(self) -> dict[str, Any]:
-        with self.lock:
-            return dict(self._knobs)
-
-    def reset(self) -> None:
-        """Back to the knobs given at start (not the library defaults) and an empty log."""
-        with self.lock:
-            self._knobs = dict(self.initial)
-            self._log.clear()
-
-    def clear_log(self) -> None:
-        with self.lock:
-            self._log.clear()
-
-    def requests(self) -> list[dict]:
-        with self.lock:
-            return list(self._log)
-
-    def log_and_knobs(self, method: str, path: str, api: str | None, kind: str, body: Any,
-                      headers: dict) -> dict:
-        # Log and snapshot knobs under one lock, so a request is always answered with the
-        # knobs that were in force when it was logged.
-        with self.lock:
-            self._log.append({"method": method, "path": path, "api": api, "kind": kind,
-                              "body": body, "headers": headers, "ts": time.time()})
-            return dict(self._knobs)
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall for
+        # seconds in a sandbox without DNS; the double only needs the socket bound.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
 
 class ModelDouble:
-    """In-process handle: `with ModelDouble(words=3) as d: ... d.url ... d.requests()`."""
+    """The double: `with ModelDouble(words=3) as d: ... d.url ... d.requests()`.
+
+    Knob changes and the request log are shared by all handler threads under one lock.
+    """
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", **knobs: Any):
+        _check_knobs(knobs)
         self.host, self.port = host, port
-        self._knobs = knobs
+        self._initial = {**DEFAULT_KNOBS, **knobs}
+        self._knobs = dict(self._initial)
+        self._lock = threading.Lock()
+        self._log: list[dict] = []
+        self._conns: set[socket.socket] = set()
+        self._stopping = threading.Event()
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> "ModelDouble":
-        self._server = _Server((self.host, self.port), self._knobs)
+        handler = type("Handler", (_Handler,), {"double": self})
+        self._stopping.clear()
+        self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, daemon=True,
-                                        name=f"model-double:{self.port}")
-        self._thread.start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                         daemon=True, name=f"model-double:{self.port}").start()
         return self
 
     def stop(self) -> None:
         srv, self._server = self._server, None
         if srv is None:
             return
-        srv.stopping.set()  # releases hung and delayed handlers
+        self._stopping.set()  # releases hung and delayed handlers
         srv.shutdown()
         srv.server_close()
-        srv.close_connections()
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for c in conns:  # wakes handlers blocked reading an idle keep-alive connection
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> "ModelDouble":
         return self.start()
@@ -467,26 +442,44 @@ class ModelDouble:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def _srv(self) -> _Server:
-        if self._server is None:
-            raise RuntimeError("ModelDouble is not running")
-        return self._server
-
     def set(self, **knobs: Any) -> None:
-        self._srv.set_knobs(**knobs)
+        _check_knobs(knobs)
+        with self._lock:
+            self._knobs.update(knobs)
+
+    set_knobs = set
 
     def knobs(self) -> dict[str, Any]:
-        return self._srv.knobs()
+        with self._lock:
+            return dict(self._knobs)
 
     def reset(self) -> None:
-        self._srv.reset()
+        """Back to the knobs given at construction (not the library defaults); empty log."""
+        with self._lock:
+            self._knobs = dict(self._initial)
+            self._log.clear()
 
     def requests(self) -> list[dict]:
-        return self._srv.requests()
+        """Every call the CLIs made (control endpoints excluded), oldest first."""
+        with self._lock:
+            return list(self._log)
 
     def clear_log(self) -> None:
-        self._srv.clear_log()
+        with self._lock:
+            self._log.clear()
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    def _log_call(self, method: str, path: str, api: str | None, kind: str, body: Any,
+                  headers: dict) -> dict:
+        # Log and snapshot knobs under one lock, so a request is always answered with the
+        # knobs that were in force when it was logged.
+        with self._lock:
+            self._log.append({"method": method, "path": path, "api": api, "kind": kind,
+                              "body": body, "headers": headers, "ts": time.time()})
+            return dict(self._knobs)
 
 
 def main(argv: list[str] | None = None) -> None:

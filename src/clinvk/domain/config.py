@@ -67,6 +67,12 @@ class ServerConfig(_Section):
     shutdown_grace_secs: float = 10
     #: Workdir for requests that give none; empty = the directory the server started in.
     default_workdir: str = ""
+    #: Most CLI processes running at once over all backends; 0 = no limit.
+    max_concurrent_runs: int = 8
+    #: Most runs waiting for a slot; more are refused at once with 429.
+    queue_max_length: int = 64
+    #: Longest a run waits for a slot before it is refused with 429.
+    queue_max_wait_secs: float = 60
 
 
 class UnifiedFlags(_Section):
@@ -98,6 +104,8 @@ class BackendConfig(_Section):
     extra_flags: list[str] = msgspec.field(default_factory=list)
     #: Extra environment for the CLI (API endpoints, proxies, config dirs).
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    #: Most processes of this CLI at once; 0 = only the global limit applies.
+    max_concurrent: int = 0
 
 
 class SessionConfig(_Section):

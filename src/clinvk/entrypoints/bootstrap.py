@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+from clinvk.domain.admission import Admission, AdmittingBackendRunner
 from clinvk.domain.config import Config
 from clinvk.domain.prompt import PromptService
 from clinvk.domain.services import Services
@@ -31,6 +33,7 @@ def bootstrap(
         config = load_config()
     home = config.home or os.path.expanduser("~/.clinvk")
     runner = runner if runner is not None else SubprocessBackendRunner(config)
+    runner = AdmittingBackendRunner(runner, Admission(config))
     store = store if store is not None else FileSessionStore(os.path.join(home, "sessions"))
     clock = clock if clock is not None else SystemClock()
     ids = ids if ids is not None else UuidIds()
