@@ -241,9 +241,9 @@ class ClaudeBackend:
         "--max-budget-usd": True,
     }
 
-    def invocation(
+    def _options(
         self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
-    ) -> Invocation:
+    ) -> tuple[list[str], dict[str, str]]:
         argv = [command, "-p", "--output-format", "stream-json", "--verbose"]
         argv.append("--include-partial-messages")
         env: dict[str, str] = {}
@@ -269,12 +269,30 @@ class ClaudeBackend:
             argv += ["--resume", spec.resume_id]
         argv += config.extra_flags
         argv += check_extra(spec.extra, self.allowed_extra, self.name)
+        return argv, env
+
+    def invocation(
+        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+    ) -> Invocation:
+        argv, env = self._options(spec, config, command, system_prompt_file)
         inv = Invocation(argv=argv, env=env)
         if prompt_via_stdin(spec.prompt):
             inv.stdin = spec.prompt.encode("utf-8", "surrogatepass")
         else:
             argv += ["--", spec.prompt]
         return inv
+
+    def warm_invocation(
+        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+    ) -> Invocation | None:
+        """The same run, started before its prompt is known (it reads one JSON turn)."""
+        argv, env = self._options(spec, config, command, system_prompt_file)
+        return Invocation(argv=argv + ["--input-format", "stream-json"], env=env)
+
+    def warm_input(self, prompt: str) -> bytes:
+        """The prompt as the one stream-json user turn a warm process reads."""
+        message = {"type": "user", "message": {"role": "user", "content": prompt}}
+        return msgspec.json.encode(message) + b"\n"
 
     def decoder(self, spec: RunSpec, config: BackendConfig) -> ClaudeDecoder:
         return ClaudeDecoder(spec)

@@ -192,9 +192,9 @@ class CodexBackend:
         "--local-provider": True,
     }
 
-    def invocation(
+    def _options(
         self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
-    ) -> Invocation:
+    ) -> list[str]:
         argv = [command, "exec", "--json", "--skip-git-repo-check"]
         if spec.model:
             argv += ["-m", spec.model]
@@ -210,6 +210,12 @@ class CodexBackend:
         argv += check_extra(spec.extra, self.allowed_extra, self.name)
         if spec.resume_id:
             argv += ["resume", spec.resume_id]
+        return argv
+
+    def invocation(
+        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+    ) -> Invocation:
+        argv = self._options(spec, config, command, system_prompt_file)
         inv = Invocation(argv=argv)
         if prompt_via_stdin(spec.prompt):
             argv.append("-")
@@ -217,6 +223,19 @@ class CodexBackend:
         else:
             argv += ["--", spec.prompt]
         return inv
+
+    def warm_invocation(
+        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+    ) -> Invocation | None:
+        """The same run, started before its prompt is known (`exec -` reads it from stdin).
+        Not for resumed runs: `resume` does not read its prompt from stdin."""
+        if spec.resume_id:
+            return None
+        return Invocation(argv=self._options(spec, config, command, system_prompt_file) + ["-"])
+
+    def warm_input(self, prompt: str) -> bytes:
+        """The prompt as raw stdin text."""
+        return prompt.encode("utf-8", "surrogatepass")
 
     def decoder(self, spec: RunSpec, config: BackendConfig) -> CodexDecoder:
         return CodexDecoder(spec)

@@ -77,31 +77,46 @@ async def _terminate(process: Process) -> None:
         await process.wait()
 
 
-async def run_process(
-    argv: list[str],
-    *,
-    cwd: str,
-    env: dict[str, str],
-    stdin: str | None,
-    on_line: LineHandler,
-    timeout: float | None,
-    idle_timeout: float | None,
-    groups: ProcessGroups | None = None,
-    label: str = "",
-) -> ProcessOutcome:
-    """Run argv in its own process group; call `on_line` for each stdout line as it arrives.
+class CliProcess:
+    """A started CLI process whose output nobody reads yet (see `drive`)."""
 
-    `stdin` is the path of a file to read stdin from; None means /dev/null (codex blocks on
-    an open stdin, claude waits 3 s). A regular file rather than a pipe, because gemini
-    drops a large prompt that arrives through a pipe. Raises OSError when the command
-    cannot be started.
+    def __init__(self, process: Process, out_read: int, label: str) -> None:
+        self.process = process
+        self.out_read = out_read
+        self.label = label
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def discard(self) -> None:
+        """Terminate the group and release everything (for processes never driven)."""
+        with anyio.CancelScope(shield=True):
+            await _terminate(self.process)
+            await self.process.aclose()
+            os.close(self.out_read)
+
+
+async def spawn(
+    argv: list[str], *, cwd: str, env: dict[str, str], stdin: str | None | bool, label: str = ""
+) -> CliProcess:
+    """Start argv in its own process group, with stdout on a large non-blocking pipe.
+
+    `stdin`: a file path to read stdin from (a regular file, because gemini drops a large
+    prompt arriving through a pipe); True for a pipe the caller writes later (warm
+    processes); None for /dev/null (codex blocks on an open stdin, claude waits 3 s).
+    Raises OSError when the command cannot be started.
     """
-    stdin_file = open(stdin, "rb") if stdin is not None else None  # noqa: SIM115
+    stdin_file = open(stdin, "rb") if isinstance(stdin, str) else None  # noqa: SIM115
+    if stdin_file is not None:
+        stdin_arg = stdin_file
+    else:
+        stdin_arg = subprocess.PIPE if stdin is True else subprocess.DEVNULL
     out_read, out_write = _stdout_pipe()
     try:
         process = await anyio.open_process(
             argv,
-            stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
+            stdin=stdin_arg,
             stdout=out_write,
             stderr=subprocess.PIPE,
             cwd=cwd,
@@ -115,11 +130,37 @@ async def run_process(
         os.close(out_write)  # the child holds its own copy; EOF comes when it exits
         if stdin_file is not None:
             stdin_file.close()
+    return CliProcess(process, out_read, label)
+
+
+async def drive(
+    cli: CliProcess,
+    *,
+    on_line: LineHandler,
+    timeout: float | None,
+    idle_timeout: float | None,
+    groups: ProcessGroups | None = None,
+    input: bytes | None = None,
+) -> ProcessOutcome:
+    """Feed `input` (if any) to stdin, call `on_line` for each stdout line as it arrives,
+    and wait for the exit; terminate the whole group at the deadline, on idle timeout or
+    on cancellation, whatever happens."""
+    process, out_read = cli.process, cli.out_read
     if groups is not None:
-        groups.add(process.pid, label)
+        groups.add(process.pid, cli.label)
     tail: deque[bytes] = deque()
     tail_size = 0
     timed_out: str | None = None
+
+    async def write_stdin() -> None:
+        assert process.stdin is not None
+        try:
+            if input:
+                await process.stdin.send(input)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass  # the CLI exited early; its output and exit code tell why
+        finally:
+            await process.stdin.aclose()
 
     async def read_stderr() -> None:
         nonlocal tail_size
@@ -161,6 +202,8 @@ async def run_process(
         with anyio.move_on_after(timeout) as deadline:
             try:
                 async with anyio.create_task_group() as tg:
+                    if process.stdin is not None:
+                        tg.start_soon(write_stdin)
                     tg.start_soon(read_stderr)
                     await read_stdout()
                     await process.wait()
@@ -178,6 +221,25 @@ async def run_process(
     stderr = b"".join(tail)[-STDERR_TAIL_BYTES:].decode("utf-8", "replace")
     code = process.returncode if process.returncode is not None else -1
     return ProcessOutcome(exit_code=code, stderr=stderr, timed_out=timed_out)
+
+
+async def run_process(
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    stdin: str | None,
+    on_line: LineHandler,
+    timeout: float | None,
+    idle_timeout: float | None,
+    groups: ProcessGroups | None = None,
+    label: str = "",
+) -> ProcessOutcome:
+    """Start argv (see `spawn`) and drive it to the end (see `drive`)."""
+    cli = await spawn(argv, cwd=cwd, env=env, stdin=stdin, label=label)
+    return await drive(
+        cli, on_line=on_line, timeout=timeout, idle_timeout=idle_timeout, groups=groups
+    )
 
 
 def _stdout_pipe() -> tuple[int, int]:

@@ -23,6 +23,7 @@ from clinvk.adapters.http.openai.errors import (
     json_response,
 )
 from clinvk.adapters.http.openai.schemas import (
+    FinishReason,
     OpenAIAnswer,
     OpenAIChatCompletion,
     OpenAIChatCompletionChunk,
@@ -142,7 +143,8 @@ class OpenAIApi:
             result = await until_disconnect(request, lambda: self.services.prompt.run(prompt))
         except ClientDisconnected:
             return Response(status_code=499)
-        return json_response(self._completion(body, result), headers=_session_headers(result.session_id))
+        headers = _session_headers(result.session_id)
+        return json_response(self._completion(body, result), headers=headers)
 
     @staticmethod
     def _completion(body: OpenAIChatRequest, result: PromptResult) -> OpenAIChatCompletion:
@@ -163,22 +165,19 @@ class OpenAIApi:
         completion_id, created = _completion_id(), int(time.time())
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-        def chunk(
-            delta: OpenAIDelta | None = None,
-            finish: str | None = None,
-            final_usage: OpenAIUsage | None = None,
-        ) -> bytes:
-            choices = [] if final_usage else [
-                OpenAIChunkChoice(delta=delta or OpenAIDelta(), finish_reason=finish)  # type: ignore[arg-type]
-            ]
-            value = OpenAIChatCompletionChunk(
-                id=completion_id,
-                created=created,
-                model=body.model,
-                choices=choices,
-                usage=final_usage if include_usage else msgspec.UNSET,
+        def chunk(choices: list[OpenAIChunkChoice], final: OpenAIUsage | None = None) -> bytes:
+            return _sse(
+                OpenAIChatCompletionChunk(
+                    id=completion_id,
+                    created=created,
+                    model=body.model,
+                    choices=choices,
+                    usage=final if include_usage else msgspec.UNSET,
+                )
             )
-            return _sse(value)
+
+        def piece(delta: OpenAIDelta, finish: FinishReason | None = None) -> bytes:
+            return chunk([OpenAIChunkChoice(delta=delta, finish_reason=finish)])
 
         async def produce(emit: Emit, response: EventStreamResponse) -> None:
             texts = TextStream()
@@ -188,7 +187,7 @@ class OpenAIApi:
                 # up front (unknown session, forbidden workdir, missing CLI) is still an
                 # ordinary HTTP error.
                 if not response.started:
-                    await emit(chunk(OpenAIDelta(role="assistant", content="")))
+                    await emit(piece(OpenAIDelta(role="assistant", content="")))
 
             async def on_event(event: ev.StreamEvent) -> None:
                 if isinstance(event, ev.Init):
@@ -198,7 +197,7 @@ class OpenAIApi:
                 text = texts.text(event)
                 if text:
                     await begin()
-                    await emit(chunk(OpenAIDelta(content=text)))
+                    await emit(piece(OpenAIDelta(content=text)))
 
             try:
                 result = await self.services.prompt.run(prompt, on_event=on_event)
@@ -213,9 +212,9 @@ class OpenAIApi:
                 await emit(_sse(internal_envelope()))
                 raise
             await begin()
-            await emit(chunk(finish=finish_reason(result.stop_reason)))
+            await emit(piece(OpenAIDelta(), finish_reason(result.stop_reason)))
             if include_usage:
-                await emit(chunk(final_usage=usage(result.token_usage)))
+                await emit(chunk([], usage(result.token_usage)))
             await emit(b"data: [DONE]\n\n")
 
         def early_error(exc: BaseException) -> Response:

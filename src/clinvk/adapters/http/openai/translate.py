@@ -19,7 +19,6 @@ from clinvk.adapters.http.openai.schemas import (
     OpenAIRefusalPart,
     OpenAISystemMessage,
     OpenAITextPart,
-    OpenAIToolMessage,
     OpenAIUsage,
 )
 from clinvk.domain.chat import Turn, render_conversation, route_model
@@ -91,8 +90,7 @@ def split_messages(messages: list[OpenAIMessage]) -> tuple[str | None, list[Turn
         if isinstance(message, (OpenAISystemMessage, OpenAIDeveloperMessage)):
             system.append(text)
         else:
-            role = "tool" if isinstance(message, OpenAIToolMessage) else message.__struct_config__.tag
-            turns.append(Turn(role=role, text=text))
+            turns.append(Turn(role=message.__struct_config__.tag, text=text))
     return SYSTEM_SEPARATOR.join(system) or None, turns
 
 
@@ -104,7 +102,9 @@ def new_turns(turns: list[Turn]) -> list[Turn]:
     return turns
 
 
-def to_prompt_request(body: OpenAIChatRequest, *, config: Config, backends: list[str]) -> PromptRequest:
+def to_prompt_request(
+    body: OpenAIChatRequest, *, config: Config, backends: list[str]
+) -> PromptRequest:
     """Translate a chat completion request into the domain's PromptRequest."""
     if body.n is not None and body.n > 1:
         raise InvalidRequest(
