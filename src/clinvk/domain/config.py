@@ -73,6 +73,8 @@ class ServerConfig(_Section):
     queue_max_length: int = 64
     #: Longest a run waits for a slot before it is refused with 429.
     queue_max_wait_secs: float = 60
+    #: A warm process unused this long is replaced by a fresh one.
+    warm_pool_idle_secs: float = 300
 
 
 class UnifiedFlags(_Section):
@@ -106,6 +108,8 @@ class BackendConfig(_Section):
     env: dict[str, str] = msgspec.field(default_factory=dict)
     #: Most processes of this CLI at once; 0 = only the global limit applies.
     max_concurrent: int = 0
+    #: Processes of this CLI kept started and waiting for a prompt (claude, codex); 0 = off.
+    warm_pool: int = 0
 
 
 class SessionConfig(_Section):

@@ -164,3 +164,6 @@ class BackendInfo(msgspec.Struct, frozen=True, kw_only=True):
     name: BackendName
     available: bool
     model: str | None = None
+    #: Warm-pool processes configured / ready for this backend (0 when the pool is off).
+    warm_pool_size: int = 0
+    warm_pool_ready: int = 0

@@ -8,7 +8,25 @@ import uvicorn
 
 from clinvk.adapters.http.app import create_app
 from clinvk.domain.config import Config
+from clinvk.domain.errors import ClinvkError
+from clinvk.domain.models import PromptRequest, RunSpec
+from clinvk.domain.services import Services
 from clinvk.entrypoints.bootstrap import bootstrap
+
+
+def _prototypes(services: Services) -> list[RunSpec]:
+    """Each available backend's default run: what a request with no options resolves to."""
+    specs = []
+    for info in services.backends():
+        if not info.available:
+            continue
+        try:
+            workdir = services.prompt.workdir(None)
+        except ClinvkError:
+            return []  # the default workdir is not allowed; nothing to pre-start
+        request = PromptRequest(backend=info.name, prompt="-")
+        specs.append(services.prompt.spec(request, workdir=workdir, resume_id=None))
+    return specs
 
 
 def build_app(config: Config):
@@ -18,8 +36,14 @@ def build_app(config: Config):
 
     async def startup() -> None:
         await services.sessions.purge_expired()
+        start_pool = getattr(runner, "start_pool", None)
+        if start_pool is not None:
+            await start_pool(_prototypes(services))
 
-    def shutdown() -> None:
+    async def shutdown() -> None:
+        close_pool = getattr(runner, "close_pool", None)
+        if close_pool is not None:
+            await close_pool()
         groups = getattr(runner, "groups", None)
         if groups is not None:
             groups.terminate_all()

@@ -11,7 +11,8 @@ from clinvk.adapters.backends.base import CliBackend, build_env
 from clinvk.adapters.backends.claude import ClaudeBackend
 from clinvk.adapters.backends.codex import CodexBackend
 from clinvk.adapters.backends.gemini import GeminiBackend
-from clinvk.adapters.backends.process import ProcessGroups, run_process
+from clinvk.adapters.backends.pool import WarmPool, pool_key
+from clinvk.adapters.backends.process import ProcessGroups, drive, spawn
 from clinvk.domain.config import Config
 from clinvk.domain.errors import BackendFailed, BackendTimeout, BackendUnavailable, UnknownBackend
 from clinvk.domain.events import StreamEvent
@@ -31,6 +32,7 @@ class SubprocessBackendRunner:
         self._config = config
         self._backends = backends or default_backends()
         self.groups = ProcessGroups()
+        self.pool = WarmPool(idle_secs=config.server.warm_pool_idle_secs)
 
     def names(self) -> list[str]:
         return list(self._backends)
@@ -56,7 +58,39 @@ class SubprocessBackendRunner:
             name=backend,
             available=self.executable(backend) is not None,
             model=self._config.backend(backend).model or None,
+            warm_pool_size=self.pool.size(backend),
+            warm_pool_ready=self.pool.ready(backend),
         )
+
+    def _warm(self, backend: CliBackend, spec: RunSpec, cfg, exe: str, sp_file: str | None):
+        """(key, invocation) of the warm-start form of this run, or None."""
+        make = getattr(backend, "warm_invocation", None)
+        inv = make(spec, cfg, exe, sp_file) if make is not None else None
+        if inv is None:
+            return None
+        return pool_key(inv.argv, spec.workdir, build_env(backend.env_prefixes, cfg, inv.env)), inv
+
+    async def start_pool(self, prototypes: list[RunSpec]) -> None:
+        """Start the warm pool for each prototype run whose backend has `warm_pool` > 0.
+
+        A prototype is a backend's default run (the options a request gets when it sets
+        none); only requests that resolve to exactly that invocation use a warm process.
+        """
+        for spec in prototypes:
+            cfg = self._config.backend(spec.backend)
+            backend = self._backends.get(spec.backend)
+            exe = self.executable(spec.backend)
+            if cfg.warm_pool <= 0 or backend is None or exe is None:
+                continue
+            warm = self._warm(backend, spec, cfg, exe, None)
+            if warm is not None:
+                key, inv = warm
+                env = build_env(backend.env_prefixes, cfg, inv.env)
+                await self.pool.add(spec.backend, inv.argv, spec.workdir, env, cfg.warm_pool)
+
+    async def close_pool(self) -> None:
+        """Terminate the pooled processes."""
+        await self.pool.aclose()
 
     def command(self, spec: RunSpec) -> tuple[str, ...]:
         backend = self._backend(spec.backend)
@@ -81,6 +115,8 @@ class SubprocessBackendRunner:
                 stdin_file = _write_temp(inv.stdin, ".txt")
             decoder = backend.decoder(spec, cfg)
             env = build_env(backend.env_prefixes, cfg, inv.env)
+            warm = self._warm(backend, spec, cfg, exe, sp_file) if self.pool.size() else None
+            cli = await self.pool.take(warm[0]) if warm is not None else None
 
             async def on_line(line: bytes) -> None:
                 events: list[StreamEvent] = decoder.feed(line)
@@ -90,19 +126,27 @@ class SubprocessBackendRunner:
 
             started = time.monotonic()
             try:
-                outcome = await run_process(
-                    inv.argv,
-                    cwd=spec.workdir,
-                    env=env,
-                    stdin=stdin_file,
+                if cli is None:
+                    cli = await spawn(
+                        inv.argv, cwd=spec.workdir, env=env, stdin=stdin_file, label=spec.backend
+                    )
+                    feed = None
+                else:
+                    feed = backend.warm_input(spec.prompt)  # type: ignore[attr-defined]
+            except OSError as exc:
+                raise BackendUnavailable(spec.backend, f"cannot start {exe}: {exc.strerror}") from exc
+            try:
+                outcome = await drive(
+                    cli,
                     on_line=on_line,
                     timeout=spec.timeout_secs,
                     idle_timeout=spec.idle_timeout_secs,
                     groups=self.groups,
-                    label=spec.backend,
+                    input=feed,
                 )
-            except OSError as exc:
-                raise BackendUnavailable(spec.backend, f"cannot start {exe}: {exc.strerror}") from exc
+            finally:
+                if feed is not None and warm is not None:
+                    await self.pool.refill(warm[0])
             duration_ms = int((time.monotonic() - started) * 1000)
             if outcome.timed_out is not None:
                 partial = _partial(decoder, outcome.exit_code, outcome.stderr, duration_ms)

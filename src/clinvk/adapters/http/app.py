@@ -22,9 +22,15 @@ from clinvk.domain.services import Services
 _encode = msgspec.json.Encoder().encode
 
 
-class BackendHealth(msgspec.Struct, kw_only=True):
+class WarmPoolHealth(msgspec.Struct, kw_only=True):
+    size: int
+    ready: int
+
+
+class BackendHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     available: bool
+    warm_pool: WarmPoolHealth | None = None
 
 
 class StoreHealth(msgspec.Struct, kw_only=True):
@@ -62,7 +68,16 @@ def create_app(
     started = time.monotonic()
 
     async def health(request: Request) -> Response:
-        backends = [BackendHealth(name=b.name, available=b.available) for b in services.backends()]
+        backends = [
+            BackendHealth(
+                name=b.name,
+                available=b.available,
+                warm_pool=WarmPoolHealth(size=b.warm_pool_size, ready=b.warm_pool_ready)
+                if b.warm_pool_size
+                else None,
+            )
+            for b in services.backends()
+        ]
         try:
             count = await services.sessions.count()
             store = StoreHealth(available=True, session_count=count)

@@ -1,0 +1,81 @@
+"""The warm pool with the real CLIs: ready processes, one request each, no shared context."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.support.clis import missing_clis
+from tests.support.model_double import generation_requests, user_texts
+from tests.support.server import ClinvkServer
+
+
+@pytest.fixture
+def pooled_server(model_double, tmp_path):
+    assert not missing_clis()
+    server = ClinvkServer(model_double.url, tmp_path, warm_pool_idle_secs=300)
+    # Turn the pool on for claude and codex in the generated config.
+    import yaml
+
+    config = yaml.safe_load(server.config_path.read_text())
+    for name in ("claude", "codex"):
+        config["backends"][name]["warm_pool"] = 1
+    server.config_path.write_text(yaml.safe_dump(config))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _pool(server, backend: str) -> dict:
+    health = httpx.get(server.url + "/health").json()
+    return next(b for b in health["backends"] if b["name"] == backend)["warm_pool"]
+
+
+def _wait_ready(server, backend: str) -> None:
+    deadline = time.monotonic() + 10
+    while _pool(server, backend)["ready"] < 1:
+        assert time.monotonic() < deadline, "the pool never refilled"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", ["claude", "codex"])
+def test_pooled_processes_serve_one_request_each(pooled_server, model_double, backend):
+    """A warm process answers one request; the next request sees nothing of the first."""
+    assert _pool(pooled_server, backend) == {"size": 1, "ready": 1}
+    assert "gemini" not in [  # gemini cannot read its prompt later: never pooled
+        b["name"] for b in httpx.get(pooled_server.url + "/health").json()["backends"]
+        if "warm_pool" in b
+    ]
+    model_double.set(reply="first answer")
+    r1 = httpx.post(pooled_server.url + "/api/v1/prompt", timeout=60,
+                    json={"backend": backend, "prompt": "The secret word is PELICAN."})
+    assert r1.status_code == 200, r1.text
+    assert r1.json()["output"] == "first answer"
+    _wait_ready(pooled_server, backend)  # replaced in the background by a fresh process
+    model_double.set(reply="second answer")
+    r2 = httpx.post(pooled_server.url + "/api/v1/prompt", timeout=60,
+                    json={"backend": backend, "prompt": "What is the secret word?"})
+    assert r2.status_code == 200, r2.text
+    assert r2.json()["output"] == "second answer"
+    assert r2.json()["session_id"] != r1.json()["session_id"]
+    second = generation_requests(model_double.requests())[-1]
+    seen = "\n".join(user_texts(second))
+    assert "What is the secret word?" in seen
+    assert "PELICAN" not in str(second["body"])  # no trace of the first request
+
+
+def test_options_that_differ_run_cold(pooled_server, model_double):
+    """A request whose options differ from the pooled signature runs cold; the pool stays."""
+    r = httpx.post(pooled_server.url + "/api/v1/prompt", timeout=60,
+                   json={"backend": "claude", "prompt": "hi", "model": "sonnet"})
+    assert r.status_code == 200, r.text
+    assert _pool(pooled_server, "claude") == {"size": 1, "ready": 1}
+
+
+def test_warm_processes_are_gone_after_shutdown(pooled_server):
+    """Stopping the server terminates the idle pooled processes too."""
+    assert len(pooled_server.cli_pids()) >= 2  # one claude, one codex waiting
+    pooled_server.stop()
+    assert pooled_server.wait_no_cli(2) == []
