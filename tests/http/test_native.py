@@ -118,3 +118,34 @@ def test_unknown_route_is_404_json(client):
     r = client.get("/api/v1/nothing")
     assert r.status_code == 404
     assert r.json()["status"] == 404
+
+
+def test_overload_is_429_with_retry_after(runner, tmp_path):
+    """When no CLI slot frees in time the answer is 429 with Retry-After, as problem+json."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from clinvk.adapters.http.app import create_app
+    from clinvk.domain.config import Config, ServerConfig
+    from clinvk.domain.models import PromptRequest
+    from clinvk.entrypoints.bootstrap import bootstrap
+    from tests.fakes import FakeClock, FakeIds, FakeSessionStore
+
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), max_concurrent_runs=1,
+                                        queue_max_length=0, queue_max_wait_secs=1))
+    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
+                         ids=FakeIds())
+    runner.hang = True
+    busy = PromptRequest(backend="claude", prompt="x", ephemeral=True)
+    with TestClient(create_app(services)) as client:
+        holder = client.portal.start_task_soon(services.prompt.run, busy)
+        for _ in range(200):
+            if runner.live:
+                break
+            time.sleep(0.01)
+        r = client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "hi"})
+        holder.cancel()
+    assert r.status_code == 429, r.text
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.json()["code"] == "overloaded"

@@ -160,3 +160,14 @@ async def test_empty_prompt_is_invalid(services):
     with pytest.raises(InvalidRequest) as info:
         await services.prompt.run(PromptRequest(backend="claude", prompt="  "))
     assert info.value.field == "prompt"
+
+
+async def test_nul_in_argv_values_is_invalid(services, runner):
+    """A NUL character in a value that would travel in argv is a 400 naming the field."""
+    with pytest.raises(InvalidRequest) as info:
+        await services.prompt.run(PromptRequest(backend="claude", prompt="x", model="a\x00b"))
+    assert info.value.field == "model"
+    with pytest.raises(InvalidRequest) as info:
+        await services.prompt.run(PromptRequest(backend="claude", prompt="x", extra=["--a\x00"]))
+    assert info.value.field == "extra"
+    assert runner.runs == []

@@ -26,6 +26,13 @@ from clinvk.domain.workdir import resolve_workdir
 from clinvk.ports import BackendRunner, Clock, EventSink, IdGenerator, SessionStore
 
 
+def _no_nul(**values: str | None) -> None:
+    # A NUL byte cannot travel in argv or a file name; refuse it as bad input.
+    for field, value in values.items():
+        if value and "\x00" in value:
+            raise InvalidRequest(f"{field} must not contain NUL characters", field=field)
+
+
 def _iso(clock: Clock) -> str:
     return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -126,6 +133,8 @@ class PromptService:
         """
         if not request.prompt.strip():
             raise InvalidRequest("prompt must not be empty", field="prompt")
+        _no_nul(model=request.model, system_prompt=request.system_prompt,
+                extra=" ".join(request.extra), session_id=request.session_id)
         self.check_backend(request.backend)
 
         session: Session | None = None

@@ -18,41 +18,41 @@ from clinvk.domain.models import ApprovalMode, PositiveInt, SandboxMode
 # -- requests ---------------------------------------------------------------------------
 
 
-class AnthropicBlock(msgspec.Struct, kw_only=True):
+class AnthropicBlockParam(msgspec.Struct, frozen=True, kw_only=True):
     """One content block of a message or of `system`; only its type and text are read."""
 
     type: str
     text: str | None = None
 
 
-class AnthropicMessage(msgspec.Struct, kw_only=True):
+class AnthropicMessageParam(msgspec.Struct, frozen=True, kw_only=True):
     """One turn of `messages`."""
 
     role: Literal["user", "assistant"]
-    content: str | list[AnthropicBlock]
+    content: str | list[AnthropicBlockParam]
 
 
-class ClinvkOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """clinvk's own options, sent as `clinvk` in the body (the SDK's `extra_body`)."""
 
     workdir: str | None = None
     approval_mode: ApprovalMode = "default"
     sandbox_mode: SandboxMode = "default"
     max_turns: PositiveInt | None = None
-    #: Continue this clinvk session: only the newest user turn is sent.
+    #: Continue this clinvk session: only the turns after the last assistant turn are sent.
     session_id: str | None = None
     #: Keep no session for this request.
     ephemeral: bool = False
 
 
-class AnthropicMessagesRequest(msgspec.Struct, kw_only=True):
+class AnthropicMessagesRequest(msgspec.Struct, frozen=True, kw_only=True):
     """Body of POST /messages. Sampling and tool fields are typed so a wrong type is a
     400 as on Anthropic's API, but they are accepted and not passed to the CLIs."""
 
     model: str
-    messages: list[AnthropicMessage]
+    messages: list[AnthropicMessageParam]
     max_tokens: PositiveInt
-    system: str | list[AnthropicBlock] | None = None
+    system: str | list[AnthropicBlockParam] | None = None
     stream: bool = False
     metadata: dict[str, Any] | None = None
     temperature: float | None = None
@@ -69,11 +69,13 @@ class AnthropicMessagesRequest(msgspec.Struct, kw_only=True):
 # -- responses --------------------------------------------------------------------------
 
 
-class TextBlock(msgspec.Struct, kw_only=True, tag_field="type", tag="text"):
+class AnthropicTextBlock(msgspec.Struct, kw_only=True, tag_field="type", tag="text"):
+    """The one content block an answer has."""
+
     text: str
 
 
-class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
+class AnthropicUsage(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Token counts; `input_tokens` excludes the cached part, as on Anthropic's API."""
 
     input_tokens: int
@@ -81,37 +83,39 @@ class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
     cache_read_input_tokens: int | None = None
 
 
-class AnthropicMessageResponse(msgspec.Struct, kw_only=True, tag_field="type", tag="message"):
+class AnthropicMessage(msgspec.Struct, kw_only=True, tag_field="type", tag="message"):
     """The `message` object (the whole answer, or the snapshot in `message_start`)."""
 
     id: str
     role: Literal["assistant"] = "assistant"
-    content: list[TextBlock]
+    content: list[AnthropicTextBlock]
     model: str
     stop_reason: str | None
     stop_sequence: str | None = None
-    usage: Usage
+    usage: AnthropicUsage
 
 
-class ErrorObject(msgspec.Struct, kw_only=True):
+class AnthropicErrorDetail(msgspec.Struct, kw_only=True):
     type: str
     message: str
 
 
-class ErrorResponse(msgspec.Struct, kw_only=True, tag_field="type", tag="error"):
+class AnthropicError(msgspec.Struct, kw_only=True, tag_field="type", tag="error"):
     """The error envelope; also the data of a mid-stream `error` event."""
 
-    error: ErrorObject
+    error: AnthropicErrorDetail
 
 
-class ModelInfo(msgspec.Struct, kw_only=True, tag_field="type", tag="model"):
+class AnthropicModel(msgspec.Struct, kw_only=True, tag_field="type", tag="model"):
+    """One entry of GET /models: a backend or a configured alias."""
+
     id: str
     display_name: str
     created_at: str
 
 
-class ModelList(msgspec.Struct, kw_only=True):
-    data: list[ModelInfo]
+class AnthropicModelList(msgspec.Struct, kw_only=True):
+    data: list[AnthropicModel]
     has_more: bool
     first_id: str | None
     last_id: str | None
@@ -124,57 +128,63 @@ class _Event(msgspec.Struct, kw_only=True, tag_field="type"):
     pass
 
 
-class MessageStart(_Event, tag="message_start"):
-    message: AnthropicMessageResponse
+class AnthropicMessageStart(_Event, tag="message_start"):
+    message: AnthropicMessage
 
 
-class ContentBlockStart(_Event, tag="content_block_start"):
+class AnthropicContentBlockStart(_Event, tag="content_block_start"):
     index: int
-    content_block: TextBlock
+    content_block: AnthropicTextBlock
 
 
-class TextDeltaBody(msgspec.Struct, kw_only=True, tag_field="type", tag="text_delta"):
+class AnthropicTextDelta(msgspec.Struct, kw_only=True, tag_field="type", tag="text_delta"):
     text: str
 
 
-class ContentBlockDelta(_Event, tag="content_block_delta"):
+class AnthropicContentBlockDelta(_Event, tag="content_block_delta"):
     index: int
-    delta: TextDeltaBody
+    delta: AnthropicTextDelta
 
 
-class ContentBlockStop(_Event, tag="content_block_stop"):
+class AnthropicContentBlockStop(_Event, tag="content_block_stop"):
     index: int
 
 
-class MessageDeltaBody(msgspec.Struct, kw_only=True):
+class AnthropicMessageDeltaBody(msgspec.Struct, kw_only=True):
     stop_reason: str | None
     stop_sequence: str | None = None
 
 
-class MessageDelta(_Event, tag="message_delta"):
-    delta: MessageDeltaBody
+class AnthropicMessageDelta(_Event, tag="message_delta"):
+    delta: AnthropicMessageDeltaBody
     #: Totals for the whole message (Anthropic's usage here is cumulative), so clients
     #: get the real input count even though it was unknown at message_start.
-    usage: Usage
+    usage: AnthropicUsage
 
 
-class MessageStop(_Event, tag="message_stop"):
+class AnthropicMessageStop(_Event, tag="message_stop"):
     pass
 
 
-class Ping(_Event, tag="ping"):
+class AnthropicPing(_Event, tag="ping"):
     pass
 
 
-StreamEvent = (
-    MessageStart | ContentBlockStart | ContentBlockDelta | ContentBlockStop | MessageDelta
-    | MessageStop | Ping | ErrorResponse
+AnthropicStreamEvent = (
+    AnthropicMessageStart
+    | AnthropicContentBlockStart
+    | AnthropicContentBlockDelta
+    | AnthropicContentBlockStop
+    | AnthropicMessageDelta
+    | AnthropicMessageStop
+    | AnthropicPing
+    | AnthropicError
 )
 
 _encode = msgspec.json.Encoder().encode
 
 
-def sse(event: StreamEvent) -> bytes:
+def sse(event: AnthropicStreamEvent) -> bytes:
     """One server-sent event, named after its `type` as Anthropic names them."""
     name = type(event).__struct_config__.tag
     return b"event: " + str(name).encode() + b"\ndata: " + _encode(event) + b"\n\n"
@@ -185,8 +195,11 @@ def sse(event: StreamEvent) -> bytes:
 messages_decoder = msgspec.json.Decoder(AnthropicMessagesRequest)
 
 _AT = re.compile(r" - at `\$\.?(.*)`$")
-_MISSING = re.compile(r"^Object missing required field `([^`]+)`$")
-_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]+)`$")
+#: msgspec's wording for a missing / unknown key, and Anthropic's (pydantic's) for it.
+_NAMED = [
+    (re.compile(r"^Object missing required field `([^`]+)`$"), "Field required"),
+    (re.compile(r"^Object contains unknown field `([^`]+)`$"), "Extra inputs are not permitted"),
+]
 
 
 def _dotted(path: str) -> str:
@@ -204,7 +217,7 @@ def decode_messages_request(body: bytes) -> AnthropicMessagesRequest:
         text = str(exc)
         at = _AT.search(text)
         path, detail = (_dotted(at.group(1)), text[: at.start()]) if at else ("", text)
-        for pattern, wording in ((_MISSING, "Field required"), (_UNKNOWN, "Extra inputs are not permitted")):
+        for pattern, wording in _NAMED:
             named = pattern.match(detail)
             if named:
                 path = f"{path}.{named.group(1)}" if path else named.group(1)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import uuid
 
 from clinvk.adapters.http.anthropic.schemas import (
-    AnthropicBlock,
+    AnthropicBlockParam,
     AnthropicMessage,
-    AnthropicMessageResponse,
+    AnthropicMessageParam,
     AnthropicMessagesRequest,
+    AnthropicTextBlock,
+    AnthropicUsage,
     ClinvkOptions,
-    TextBlock,
-    Usage,
 )
 from clinvk.domain.chat import Turn, render_conversation, route_model
 from clinvk.domain.config import Config
@@ -41,7 +41,7 @@ def message_id() -> str:
     return "msg_" + uuid.uuid4().hex[:24]
 
 
-def _texts(blocks: list[AnthropicBlock], where: str) -> list[str]:
+def _texts(blocks: list[AnthropicBlockParam], where: str) -> list[str]:
     texts = []
     for j, block in enumerate(blocks):
         if block.type == "text":
@@ -58,7 +58,7 @@ def _texts(blocks: list[AnthropicBlock], where: str) -> list[str]:
     return texts
 
 
-def system_prompt(system: str | list[AnthropicBlock] | None) -> str | None:
+def system_prompt(system: str | list[AnthropicBlockParam] | None) -> str | None:
     """The `system` field as one prompt, or None when it has no text."""
     if system is None:
         return None
@@ -66,7 +66,7 @@ def system_prompt(system: str | list[AnthropicBlock] | None) -> str | None:
     return text or None
 
 
-def conversation(messages: list[AnthropicMessage]) -> list[Turn]:
+def conversation(messages: list[AnthropicMessageParam]) -> list[Turn]:
     """The messages reduced to text turns.
 
     Assistant turns left without text (only thinking) are dropped; a user turn without
@@ -142,10 +142,10 @@ def stop_reason(reason: StopReason) -> str:
     return _STOP_REASONS.get(reason, "end_turn")
 
 
-def usage(tokens: TokenUsage) -> Usage:
+def usage(tokens: TokenUsage) -> AnthropicUsage:
     """Anthropic usage: input excludes cache reads, which are reported apart when any."""
     cached = tokens.cached_tokens
-    return Usage(
+    return AnthropicUsage(
         input_tokens=max(0, tokens.input_tokens - cached),
         output_tokens=tokens.output_tokens,
         cache_read_input_tokens=cached or None,
@@ -154,11 +154,11 @@ def usage(tokens: TokenUsage) -> Usage:
 
 def message(
     *, id: str, model: str, text: str, reason: StopReason, tokens: TokenUsage
-) -> AnthropicMessageResponse:
+) -> AnthropicMessage:
     """The complete `message` object of a non-streamed answer."""
-    return AnthropicMessageResponse(
+    return AnthropicMessage(
         id=id,
-        content=[TextBlock(text=text)],
+        content=[AnthropicTextBlock(text=text)],
         model=model,
         stop_reason=stop_reason(reason),
         usage=usage(tokens),
