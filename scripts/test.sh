@@ -6,4 +6,14 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 ./scripts/install-clis.sh
+# System tools some tests use, from Debian (CI runs as root on a fresh machine): chromium
+# renders /docs in the browser test, systemd-analyze verifies the shipped unit file.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 exec .venv/bin/python -m pytest "$@"

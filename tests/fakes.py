@@ -157,3 +157,52 @@ class FakeBackendRunner:
             self.live -= 1
 
 
+class ScriptedRunner(FakeBackendRunner):
+    """A FakeBackendRunner whose behaviour is chosen per run by markers in the prompt:
+    `[fail]` fails after streaming its reply, `[hang]` waits until cancelled, `[slow]`
+    sleeps `slow` seconds between words; backends in `failing` / `hanging` always fail /
+    hang. The reply is `<backend>: <prompt>`; `cancelled` lists the prompts of runs that
+    were cancelled while running."""
+
+    def __init__(self, names=("claude", "codex", "gemini"), unavailable=()) -> None:
+        super().__init__(names, unavailable)
+        self.slow = 0.02
+        self.cancelled: list[str] = []
+        self.failing: set[str] = set()
+        self.hanging: set[str] = set()
+
+    async def run(self, spec, on_event=None) -> RunResult:
+        self.runs.append(spec)
+        self.live += 1
+        self.max_live = max(self.max_live, self.live)
+        try:
+
+            async def emit(event):
+                if on_event is not None:
+                    await on_event(event)
+
+            model = spec.model or f"{spec.backend}-model"
+            await emit(ev.Init(backend_session_id=f"t{len(self.runs)}", model=model))
+            if "[hang]" in spec.prompt or spec.backend in self.hanging:
+                await anyio.sleep_forever()
+            reply = f"{spec.backend}: {spec.prompt}"
+            for i, word in enumerate(reply.split(" ")):
+                if "[slow]" in spec.prompt:
+                    await anyio.sleep(self.slow)
+                await emit(ev.TextDelta(text=word if i == 0 else " " + word))
+            result = RunResult(
+                backend=spec.backend, output=reply, exit_code=0, duration_ms=5,
+                usage=self.usage, model=model,
+            )
+            if "[fail]" in spec.prompt or spec.backend in self.failing:
+                failed = RunResult(
+                    backend=spec.backend, output=reply, exit_code=1, duration_ms=5, model=model
+                )
+                raise BackendFailed(spec.backend, "API Error: injected", exit_code=1,
+                                    result=failed)
+            return result
+        except anyio.get_cancelled_exc_class():
+            self.cancelled.append(spec.prompt)
+            raise
+        finally:
+            self.live -= 1

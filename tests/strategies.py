@@ -40,3 +40,41 @@ cli_lines = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=60),
 )
+
+# -- orchestration (parallel, chain) ------------------------------------------------------
+
+#: A parallel request's tasks as (backend, prompt marker) pairs for tests.unit ScriptedRunner:
+#: "[fail]" fails, "[slow]" streams slowly, "" answers at once.
+task_plans = st.lists(
+    st.tuples(
+        st.sampled_from(["claude", "codex", "gemini"]),
+        st.sampled_from(["", "[fail]", "[slow]"]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+_step_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=8)
+
+#: Literal template text: anything (braces included) that holds no "{{" or "}}", so it can
+#: neither be nor complete a placeholder.
+template_literals = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30
+).filter(lambda s: "{{" not in s and "}}" not in s)
+
+#: A placeholder as (kind, name, how it is written): "previous" or a step reference,
+#: optionally with spaces inside the braces.
+template_placeholders = st.one_of(
+    st.tuples(st.just("previous"), st.none(), st.sampled_from(["{{previous}}", "{{ previous }}"])),
+    _step_names.flatmap(
+        lambda name: st.tuples(
+            st.just("step"), st.just(name),
+            st.sampled_from([f"{{{{steps.{name}}}}}", f"{{{{ steps.{name}  }}}}"]),
+        )
+    ),
+)
+
+#: A template as alternating literal and placeholder parts (literals never adjacent).
+template_parts = st.lists(
+    st.tuples(template_literals, template_placeholders), max_size=6
+).flatmap(lambda pairs: template_literals.map(lambda tail: (pairs, tail)))

@@ -316,8 +316,8 @@ def test_session_errors_map_to_openai_statuses(client):
         (b'{"model": "gpt\\u0000", "messages": [{"role": "user", "content": "x"}]}', "model"),
         (b'{"model": "claude", "messages": [{"role": "robot", "content": "x"}]}',
          "messages[0].role"),
-        (b'{"model": "claude", "messages": [{"content": "x"}]}', "messages[0]"),
-        (b'{"model": "claude", "messages": [{"role": "user"}]}', "messages[0]"),
+        (b'{"model": "claude", "messages": [{"content": "x"}]}', "messages[0].role"),
+        (b'{"model": "claude", "messages": [{"role": "user"}]}', "messages[0].content"),
         (b'{"model": "claude", "messages": [{"role": "user", "content": [{"type": "video"}]}]}',
          "messages[0].content[0].type"),
         (b'{"model": "claude", "messages": [{"role": "user", "content": "x"}], "n": 2}', "n"),
@@ -331,7 +331,7 @@ def test_session_errors_map_to_openai_statuses(client):
         (b'{"model": "claude", "messages": [{"role": "user", "content": "x"}], '
          b'"clinvk": {"workdir": "/tmp/\\u0000"}}', "clinvk.workdir"),
         (b'{"model": "claude", "messages": [{"role": "user", "content": "x"}], '
-         b'"clinvk": {"sesion_id": "typo"}}', "clinvk"),
+         b'"clinvk": {"sesion_id": "typo"}}', "clinvk.sesion_id"),
     ],
 )
 def test_bad_requests_are_400_in_the_envelope(client, runner, content, param):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clinvk.domain.chain import ChainService
+from clinvk.domain.compare import CompareService
 from clinvk.domain.config import Config
 from clinvk.domain.models import BackendInfo
+from clinvk.domain.parallel import ParallelService
 from clinvk.domain.prompt import PromptService
 from clinvk.domain.sessions import SessionService
 from clinvk.ports import BackendRunner, SessionStore
@@ -20,6 +23,9 @@ class Services:
     store: SessionStore
     prompt: PromptService
     sessions: SessionService
+    parallel: ParallelService
+    chain: ChainService
+    compare: CompareService
 
     def backends(self) -> list[BackendInfo]:
         """Every backend with its availability."""

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from clinvk.domain.admission import Admission, AdmittingBackendRunner
+from clinvk.domain.chain import ChainService
+from clinvk.domain.compare import CompareService
 from clinvk.domain.config import Config
+from clinvk.domain.parallel import ParallelService
 from clinvk.domain.prompt import PromptService
 from clinvk.domain.services import Services
 from clinvk.domain.sessions import SessionService
 from clinvk.ports import BackendRunner, Clock, IdGenerator, SessionStore
+
+if TYPE_CHECKING:
+    from clinvk.adapters.metrics import Metrics
 
 __all__ = ["Services", "bootstrap"]
 
@@ -21,9 +28,15 @@ def bootstrap(
     store: SessionStore | None = None,
     clock: Clock | None = None,
     ids: IdGenerator | None = None,
+    metrics: Metrics | None = None,
 ) -> Services:
-    """Build the services; adapters default to the real ones (CLIs, files, system clock)."""
+    """Build the services; adapters default to the real ones (CLIs, files, system clock).
+
+    With `metrics`, every CLI run is also counted there (runs, failures, durations, tokens).
+    """
     from clinvk.adapters.backends.runner import SubprocessBackendRunner
+    from clinvk.adapters.logging import LoggedBackendRunner
+    from clinvk.adapters.metrics import MeteredBackendRunner
     from clinvk.adapters.sessions.file_store import FileSessionStore
     from clinvk.adapters.system import SystemClock, UuidIds
 
@@ -33,6 +46,9 @@ def bootstrap(
         config = load_config()
     home = config.home or os.path.expanduser("~/.clinvk")
     runner = runner if runner is not None else SubprocessBackendRunner(config)
+    runner = LoggedBackendRunner(runner)
+    if metrics is not None:
+        runner = MeteredBackendRunner(runner, metrics)
     runner = AdmittingBackendRunner(runner, Admission(config))
     store = store if store is not None else FileSessionStore(os.path.join(home, "sessions"))
     clock = clock if clock is not None else SystemClock()
@@ -47,4 +63,14 @@ def bootstrap(
         default_workdir=default_workdir,
     )
     sessions = SessionService(store=store, clock=clock, config=config.session)
-    return Services(config=config, runner=runner, store=store, prompt=prompt, sessions=sessions)
+    orchestration = {"config": config, "prompt": prompt, "runner": runner}
+    return Services(
+        config=config,
+        runner=runner,
+        store=store,
+        prompt=prompt,
+        sessions=sessions,
+        parallel=ParallelService(**orchestration),
+        chain=ChainService(**orchestration),
+        compare=CompareService(**orchestration),
+    )

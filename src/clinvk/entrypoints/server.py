@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import sys
+import ipaddress
+import os
+from collections.abc import Sequence
 
 import uvicorn
 
 from clinvk.adapters.http.app import create_app
+from clinvk.adapters.logging import configure_logging, get_logger
+from clinvk.adapters.metrics import Metrics
+from clinvk.adapters.secrets import SecretsError, load_api_keys
 from clinvk.domain.config import Config
 from clinvk.domain.errors import ClinvkError
 from clinvk.domain.models import PromptRequest, RunSpec
@@ -29,9 +34,30 @@ def _prototypes(services: Services) -> list[RunSpec]:
     return specs
 
 
-def build_app(config: Config):
+def _live_processes(services: Services) -> dict[str, int]:
+    """Live CLI process groups per backend (for the metrics gauge)."""
+    groups = getattr(services.runner, "groups", None)
+    if groups is None:
+        return {}
+    return {name: groups.count(name) for name in services.runner.names()}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def build_app(config: Config, *, api_keys: Sequence[str] = ()):
     """The ASGI app for a config, with the runner's process groups drained on shutdown."""
-    services = bootstrap(config)
+    metrics = Metrics() if config.server.metrics_enabled else None
+    services = bootstrap(config, metrics=metrics)
+    if metrics is not None:
+        metrics.track_processes(lambda: _live_processes(services))
     runner = services.runner
 
     async def startup() -> None:
@@ -48,30 +74,51 @@ def build_app(config: Config):
         if groups is not None:
             groups.terminate_all()
 
-    return services, create_app(services, on_startup=startup, on_shutdown=shutdown)
+    app = create_app(
+        services, on_startup=startup, on_shutdown=shutdown, api_keys=api_keys, metrics=metrics
+    )
+    return services, app
 
 
 def serve(config: Config) -> int:
     """Run `clinvk serve` until interrupted."""
-    services, app = build_app(config)
+    configure_logging()
+    log = get_logger("clinvk.server")
     server = config.server
-    found = [
-        f"{b.name} ({'found' if b.available else 'not found'})" for b in services.backends()
-    ]
-    print(f"clinvk listening on http://{server.host}:{server.port}", file=sys.stderr)
-    print(f"backends: {', '.join(found)}", file=sys.stderr)
-    if server.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            "WARNING: binding to a non-loopback address exposes the server; "
-            "set CLINVK_API_KEYS to require keys.",
-            file=sys.stderr,
+    try:
+        keys = load_api_keys(os.environ, server.api_keys_gopass_path)
+    except SecretsError as exc:
+        # Keys were asked for: refusing to start beats serving without them.
+        log.error("cannot load API keys; not starting", error=str(exc))
+        return 2
+    try:
+        services, app = build_app(config, api_keys=keys)
+    except ValueError as exc:  # settings only checkable as they are built (proxies, rates)
+        log.error("invalid configuration; not starting", error=str(exc))
+        return 2
+    log.info(
+        "clinvk listening",
+        url=f"http://{server.host}:{server.port}",
+        backends={b.name: b.available for b in services.backends()},
+        auth="api keys" if keys else "off",
+        rate_limit=server.rate_limit_enabled,
+        metrics=server.metrics_enabled,
+    )
+    if not keys and not is_loopback(server.host):
+        log.warning(
+            "binding to a non-loopback address without API keys exposes the CLIs to the "
+            "network; set CLINVK_API_KEYS or server.api_keys_gopass_path",
+            host=server.host,
         )
     uvicorn.run(
         app,
         host=server.host,
         port=server.port,
-        timeout_keep_alive=int(server.idle_timeout_secs),
-        timeout_graceful_shutdown=int(server.shutdown_grace_secs),
+        # uvicorn has one idle limit (keep-alive); reading the request and writing the
+        # response are bounded by the body and timeout middleware (read/write_timeout_secs).
+        timeout_keep_alive=max(1, round(server.idle_timeout_secs)),
+        timeout_graceful_shutdown=max(0, round(server.shutdown_grace_secs)),
+        log_config=None,
         log_level="info",
         access_log=False,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
 from starlette.applications import Starlette
@@ -15,8 +15,16 @@ from starlette.routing import Mount, Route
 
 from clinvk import __version__
 from clinvk.adapters.http.anthropic.app import anthropic_app
+from clinvk.adapters.http.middleware import RequestObserver, middleware_stack
+from clinvk.adapters.http.middleware.envelope import error_response, phrase
 from clinvk.adapters.http.native.app import native_app
 from clinvk.adapters.http.openai.app import openai_app
+from clinvk.adapters.http.openapi import (
+    DIALECTS,
+    build_openapi,
+    meta_dialect,
+    openapi_routes,
+)
 from clinvk.domain.services import Services
 
 _encode = msgspec.json.Encoder().encode
@@ -63,8 +71,14 @@ def create_app(
     *,
     on_startup: Callable[[], object] | None = None,
     on_shutdown: Callable[[], object] | None = None,
+    api_keys: Sequence[str] = (),
+    metrics: RequestObserver | None = None,
 ) -> Starlette:
-    """Assemble the whole HTTP server around the services."""
+    """Assemble the whole HTTP server around the services.
+
+    `api_keys` (non-empty) turns authentication on; `metrics` (given when metrics are
+    enabled) counts every request and serves GET /metrics.
+    """
     started = time.monotonic()
 
     async def health(request: Request) -> Response:
@@ -116,19 +130,16 @@ def create_app(
 
     async def not_found(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _json(
-            {"title": "Not Found" if exc.status_code == 404 else "Error",
-             "status": exc.status_code, "detail": str(exc.detail),
-             "code": "not_found" if exc.status_code == 404 else "http_error"},
-            exc.status_code,
+        status = exc.status_code
+        code = phrase(status).lower().replace(" ", "_")
+        return error_response(
+            request.url.path, status, str(exc.detail), code=code, headers=exc.headers
         )
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # Never echo an unexpected exception: it may hold paths, prompts or secrets.
-        return _json(
-            {"title": "Internal Server Error", "status": 500,
-             "detail": "internal error; see the server log", "code": "internal_error"},
-            500,
+        return error_response(
+            request.url.path, 500, "internal error; see the server log", code="internal_error"
         )
 
     routes = [
@@ -137,8 +148,25 @@ def create_app(
         Mount("/anthropic/v1", app=anthropic_app(services)),
         Mount("/openai/v1", app=openai_app(services)),
     ]
+    if metrics is not None:
+        exposition = metrics.exposition
+
+        async def metrics_text(request: Request) -> Response:
+            body, content_type = exposition()
+            return Response(body, headers={"Content-Type": content_type})
+
+        routes.append(Route("/metrics", metrics_text, methods=["GET"]))
+    document = build_openapi(
+        [meta_dialect(Health, metrics=metrics is not None), *DIALECTS],
+        version=__version__,
+        auth_required=bool(api_keys),
+    )
+    routes += openapi_routes(document)
     return Starlette(
         routes=routes,
+        middleware=middleware_stack(
+            services.config.server, routes=routes, api_keys=api_keys, metrics=metrics
+        ),
         lifespan=lifespan,
         exception_handlers={HTTPException: not_found, Exception: server_error},
     )

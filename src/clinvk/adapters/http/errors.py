@@ -28,24 +28,25 @@ def status_for(exc: e.ClinvkError) -> int:
     return 500
 
 
-_FIELD_PATTERNS = [
-    re.compile(r"at `\$\.([^`]+)`"),
-    re.compile(r"missing required field `([^`]+)`"),
-    re.compile(r"unknown field `([^`]+)`"),
-]
+_AT = re.compile(r"at `\$\.?([^`]*)`")
+_NAMED = re.compile(r"(?:missing required field|unknown field) `([^`]+)`")
+
+
+def error_field(message: str) -> str | None:
+    """The full path of the field a msgspec error names: `tasks[1].backend`, `clinvk.bogus`."""
+    at = _AT.search(message)
+    named = _NAMED.search(message)
+    path = at.group(1) if at else ""
+    if named:
+        return f"{path}.{named.group(1)}" if path else named.group(1)
+    return path or None
 
 
 def invalid_body(exc: msgspec.DecodeError | msgspec.ValidationError) -> e.InvalidRequest:
     """Turn a msgspec decode failure into InvalidRequest naming the field."""
     message = str(exc)
-    field = None
-    for pattern in _FIELD_PATTERNS:
-        match = pattern.search(message)
-        if match:
-            field = match.group(1)
-            break
     if isinstance(exc, msgspec.ValidationError):
-        return e.InvalidRequest(f"invalid request body: {message}", field=field)
+        return e.InvalidRequest(f"invalid request body: {message}", field=error_field(message))
     return e.InvalidRequest(f"request body is not valid JSON: {message}", field=None)
 
 

@@ -12,6 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from clinvk.adapters.http.errors import decode_body, status_for
+from clinvk.adapters.http.native.orchestration import OrchestrationApi
 from clinvk.adapters.http.native.schemas import (
     BackendEntry,
     BackendsResponse,
@@ -209,6 +210,9 @@ def native_app(services: Services) -> Starlette:
         Route("/sessions", api.list_sessions, methods=["GET"]),
         Route("/sessions/{session_id}", api.get_session, methods=["GET"]),
         Route("/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
+        Route("/parallel", OrchestrationApi(services).parallel, methods=["POST"]),
+        Route("/chain", OrchestrationApi(services).chain, methods=["POST"]),
+        Route("/compare", OrchestrationApi(services).compare, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,
