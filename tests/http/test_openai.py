@@ -11,7 +11,6 @@ from starlette.testclient import TestClient
 from clinvk.adapters.http.app import create_app
 from clinvk.domain import events as ev
 from clinvk.domain.chat import Turn, render_conversation
-from clinvk.domain.config import Config
 from clinvk.domain.errors import BackendTimeout, Overloaded
 from clinvk.domain.models import PromptResult, TokenUsage
 from clinvk.entrypoints.bootstrap import bootstrap

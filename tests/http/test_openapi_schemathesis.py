@@ -28,10 +28,9 @@ def _app():
 #: SSE events matching their schemas, invalid data refused, 405 with Allow) except:
 #: - positive_data_acceptance: some schema-valid requests are refused on purpose with a
 #:   400 the schema cannot express (a backend must be a configured one, a prompt not blank);
-#: - two known gaps of the native dialect, each for its own operation only: the sessions
+#: - one known gap of the native dialect, for its own operation only: the sessions
 #:   query is converted leniently (msgspec strict=False, so `status=null` reads as "not
-#:   given"), and GET and DELETE /sessions/{id} are two Starlette routes, so a 405 there
-#:   names only GET's methods in Allow (allow_header_conformance).
+#:   given").
 CHECKS = """
 [checks]
 positive_data_acceptance.enabled = false
@@ -40,10 +39,6 @@ positive_data_acceptance.enabled = false
 include-path = "/api/v1/sessions"
 include-method = "GET"
 checks.negative_data_rejection.enabled = false
-
-[[operations]]
-include-path = "/api/v1/sessions/{session_id}"
-checks.allow_header_conformance.enabled = false
 """
 
 # Loaded at import: schemathesis parametrizes the test by the document's operations.

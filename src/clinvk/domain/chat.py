@@ -80,6 +80,14 @@ def render_conversation(turns: list[Turn]) -> str:
     return "\n".join(parts)
 
 
+def new_turns(turns: list[Turn]) -> list[Turn]:
+    """The turns after the last assistant turn: what a continued session has not seen."""
+    for i in range(len(turns) - 1, -1, -1):
+        if turns[i].role == "assistant":
+            return turns[i + 1 :]
+    return turns
+
+
 class TextStream:
     """Picks the text to stream from unified events: every delta as it comes; a whole
     message only when no delta carried it (codex prints whole messages only)."""

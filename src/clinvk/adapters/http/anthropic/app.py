@@ -56,21 +56,6 @@ def _json(value, headers: dict[str, str] | None = None) -> Response:
     return Response(_encode(value), headers=headers, media_type="application/json")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it grows past `limit` bytes (0 = no limit)."""
-    too_large = HTTPException(413, f"request body is larger than {limit} bytes")
-    declared = request.headers.get("content-length", "")
-    if limit and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if limit and size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class AnthropicApi:
     """Handlers of the Anthropic dialect, bound to the services."""
 
@@ -82,8 +67,7 @@ class AnthropicApi:
     # -- messages ---------------------------------------------------------------------
 
     async def messages(self, request: Request) -> Response:
-        limit = self.services.config.server.max_request_body_bytes
-        body = decode_messages_request(await read_body(request, limit))
+        body = decode_messages_request(await request.body())
         prompt = translate.to_prompt_request(
             body, self.services.config, self.services.runner.names()
         )

@@ -13,7 +13,8 @@ from typing import Any, Literal
 import msgspec
 
 from clinvk.domain.errors import InvalidRequest
-from clinvk.domain.models import ApprovalMode, PositiveInt, SandboxMode
+from clinvk.domain.models import PositiveInt
+from clinvk.adapters.http.clinvk_options import ClinvkOptions
 
 # -- requests ---------------------------------------------------------------------------
 
@@ -30,19 +31,6 @@ class AnthropicMessageParam(msgspec.Struct, frozen=True, kw_only=True):
 
     role: Literal["user", "assistant"]
     content: str | list[AnthropicBlockParam]
-
-
-class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """clinvk's own options, sent as `clinvk` in the body (the SDK's `extra_body`)."""
-
-    workdir: str | None = None
-    approval_mode: ApprovalMode = "default"
-    sandbox_mode: SandboxMode = "default"
-    max_turns: PositiveInt | None = None
-    #: Continue this clinvk session: only the turns after the last assistant turn are sent.
-    session_id: str | None = None
-    #: Keep no session for this request.
-    ephemeral: bool = False
 
 
 class AnthropicMessagesRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,7 +14,7 @@ from clinvk.adapters.http.anthropic.schemas import (
     AnthropicUsage,
     ClinvkOptions,
 )
-from clinvk.domain.chat import Turn, render_conversation, route_model
+from clinvk.domain.chat import Turn, new_turns, render_conversation, route_model
 from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
 from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
@@ -88,14 +88,6 @@ def conversation(messages: list[AnthropicMessageParam]) -> list[Turn]:
                 field=f"messages.{i}",
             )
         turns.append(Turn(role=message.role, text=text))
-    return turns
-
-
-def new_turns(turns: list[Turn]) -> list[Turn]:
-    """The turns after the last assistant turn: what a continued session has not seen."""
-    for i in range(len(turns) - 1, -1, -1):
-        if turns[i].role == "assistant":
-            return turns[i + 1 :]
     return turns
 
 

@@ -192,6 +192,12 @@ class NativeApi:
         return _json(SessionsResponse(sessions=page.sessions, total=page.total,
                                       limit=page.limit, offset=page.offset))
 
+    async def session(self, request: Request) -> Response:
+        """GET or DELETE one session (one route, so a 405 lists both methods)."""
+        if request.method == "DELETE":
+            return await self.delete_session(request)
+        return await self.get_session(request)
+
     async def get_session(self, request: Request) -> Response:
         return _json(await self.services.sessions.get(request.path_params["session_id"]))
 
@@ -208,8 +214,7 @@ def native_app(services: Services) -> Starlette:
         Route("/prompt", api.prompt, methods=["POST"]),
         Route("/backends", api.backends, methods=["GET"]),
         Route("/sessions", api.list_sessions, methods=["GET"]),
-        Route("/sessions/{session_id}", api.get_session, methods=["GET"]),
-        Route("/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
+        Route("/sessions/{session_id}", api.session, methods=["GET", "DELETE"]),
         Route("/parallel", OrchestrationApi(services).parallel, methods=["POST"]),
         Route("/chain", OrchestrationApi(services).chain, methods=["POST"]),
         Route("/compare", OrchestrationApi(services).compare, methods=["POST"]),

@@ -70,22 +70,6 @@ def _sse(value: object) -> bytes:
     return b"data: " + _encode(value) + b"\n\n"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it grows past `limit` bytes (0 = no limit)."""
-    too_large = HTTPException(413, f"request body is larger than {limit} bytes")
-    declared = request.headers.get("content-length", "")
-    if limit and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if limit and size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class OpenAIApi:
     """Handlers of the OpenAI dialect, bound to the services."""
 
@@ -132,7 +116,7 @@ class OpenAIApi:
     # -- chat completions -----------------------------------------------------------------
 
     async def chat(self, request: Request) -> Response:
-        raw = await read_body(request, self.services.config.server.max_request_body_bytes)
+        raw = await request.body()
         body: OpenAIChatRequest = decode_body(chat_request_decoder, raw)
         prompt = to_prompt_request(
             body, config=self.services.config, backends=self.services.runner.names()

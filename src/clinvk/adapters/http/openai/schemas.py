@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
-from clinvk.domain.models import ApprovalMode, PositiveInt, SandboxMode
+from clinvk.domain.models import PositiveInt
+from clinvk.adapters.http.clinvk_options import ClinvkOptions
 
 # -- request: content parts ------------------------------------------------------------
 
@@ -90,19 +91,6 @@ OpenAIMessage = Union[
 
 class OpenAIStreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     include_usage: bool | None = None
-
-
-class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """clinvk's own options, sent as `"clinvk": {...}` (the SDKs' `extra_body`)."""
-
-    workdir: str | None = None
-    approval_mode: ApprovalMode = "default"
-    sandbox_mode: SandboxMode = "default"
-    max_turns: PositiveInt | None = None
-    #: Continue this clinvk session: only the new turns are sent; the CLI resumes its own.
-    session_id: str | None = None
-    #: Keep no session for this request.
-    ephemeral: bool = False
 
 
 class OpenAIChatRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,7 +21,7 @@ from clinvk.adapters.http.openai.schemas import (
     OpenAITextPart,
     OpenAIUsage,
 )
-from clinvk.domain.chat import Turn, render_conversation, route_model
+from clinvk.domain.chat import Turn, new_turns, render_conversation, route_model
 from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
 from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
@@ -92,14 +92,6 @@ def split_messages(messages: list[OpenAIMessage]) -> tuple[str | None, list[Turn
         else:
             turns.append(Turn(role=message.__struct_config__.tag, text=text))
     return SYSTEM_SEPARATOR.join(system) or None, turns
-
-
-def new_turns(turns: list[Turn]) -> list[Turn]:
-    """The turns after the last assistant turn: what a continued session has not seen."""
-    for i in range(len(turns) - 1, -1, -1):
-        if turns[i].role == "assistant":
-            return turns[i + 1 :]
-    return turns
 
 
 def to_prompt_request(

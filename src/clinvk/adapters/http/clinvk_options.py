@@ -1,0 +1,22 @@
+"""`clinvk` options carried in the body of OpenAI and Anthropic requests (the SDKs'
+`extra_body`), shared by both chat dialects."""
+
+from __future__ import annotations
+
+import msgspec
+
+from clinvk.domain.models import ApprovalMode, PositiveInt, SandboxMode
+
+
+class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """clinvk's own options, sent as `"clinvk": {...}` in the body."""
+
+    workdir: str | None = None
+    approval_mode: ApprovalMode = "default"
+    sandbox_mode: SandboxMode = "default"
+    max_turns: PositiveInt | None = None
+    #: Continue this clinvk session: only the turns after the last assistant turn are sent;
+    #: the CLI resumes its own session.
+    session_id: str | None = None
+    #: Keep no session for this request.
+    ephemeral: bool = False
