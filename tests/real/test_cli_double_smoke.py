@@ -18,7 +18,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.model_double import ModelDouble, conversation, generation_requests, user_texts
+from tests.support.model_double import (
+    ModelDouble,
+    conversation,
+    generation_requests,
+    user_texts,
+)
 
 pytestmark = pytest.mark.real
 

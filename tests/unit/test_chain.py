@@ -11,9 +11,8 @@ from clinvk.domain.config import Config, ServerConfig
 from clinvk.domain.errors import InvalidRequest, UnknownBackend
 from clinvk.domain.orchestration import RunFinished, RunStarted, RunText
 from clinvk.entrypoints.bootstrap import bootstrap
-from tests.fakes import FakeClock, FakeIds, FakeSessionStore
+from tests.fakes import FakeClock, FakeIds, FakeSessionStore, ScriptedRunner
 from tests.strategies import prompt_text, template_parts
-from tests.fakes import ScriptedRunner
 
 pytestmark = pytest.mark.anyio
 

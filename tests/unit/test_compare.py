@@ -9,8 +9,7 @@ from clinvk.domain.config import Config, ServerConfig
 from clinvk.domain.errors import InvalidRequest, UnknownBackend
 from clinvk.domain.orchestration import RunFinished
 from clinvk.entrypoints.bootstrap import bootstrap
-from tests.fakes import FakeClock, FakeIds, FakeSessionStore
-from tests.fakes import ScriptedRunner
+from tests.fakes import FakeClock, FakeIds, FakeSessionStore, ScriptedRunner
 
 pytestmark = pytest.mark.anyio
 

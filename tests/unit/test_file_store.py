@@ -22,6 +22,7 @@ from clinvk.adapters.sessions.file_store import FileSessionStore
 from clinvk.domain.errors import SessionNotFound
 from clinvk.domain.models import Session, SessionQuery, TokenUsage
 
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

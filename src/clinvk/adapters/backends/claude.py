@@ -25,7 +25,6 @@ from clinvk.domain.events import (
 )
 from clinvk.domain.models import RunResult, RunSpec, StopReason, TokenUsage
 
-
 # -- wire types of claude's stream-json (only the fields we read) -------------------------
 
 

@@ -10,7 +10,15 @@ import msgspec
 from clinvk.adapters.backends.base import Invocation, check_extra, prompt_via_stdin
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import BackendFailed, bounded
-from clinvk.domain.events import Init, Message, Notice, StreamEvent, ToolResult, ToolUse, Usage
+from clinvk.domain.events import (
+    Init,
+    Message,
+    Notice,
+    StreamEvent,
+    ToolResult,
+    ToolUse,
+    Usage,
+)
 from clinvk.domain.models import RunResult, RunSpec, TokenUsage
 
 _SANDBOX = {"read-only": "read-only", "workspace": "workspace-write", "full": "danger-full-access"}

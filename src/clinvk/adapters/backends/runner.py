@@ -14,7 +14,12 @@ from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.pool import WarmPool, pool_key
 from clinvk.adapters.backends.process import ProcessGroups, drive, spawn
 from clinvk.domain.config import Config
-from clinvk.domain.errors import BackendFailed, BackendTimeout, BackendUnavailable, UnknownBackend
+from clinvk.domain.errors import (
+    BackendFailed,
+    BackendTimeout,
+    BackendUnavailable,
+    UnknownBackend,
+)
 from clinvk.domain.events import StreamEvent
 from clinvk.domain.models import BackendInfo, RunResult, RunSpec
 from clinvk.ports import EventSink

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import msgspec
-import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -33,13 +32,18 @@ from clinvk.adapters.http.anthropic.schemas import (
     AnthropicModelList,
     decode_messages_request,
 )
-from clinvk.adapters.http.anthropic.stream import PING, SSE_MEDIA_TYPE, MessageStreamWriter
+from clinvk.adapters.http.anthropic.stream import (
+    PING,
+    SSE_MEDIA_TYPE,
+    MessageStreamWriter,
+)
 from clinvk.adapters.http.streaming import (
     ClientDisconnected,
     Emit,
     EventStreamResponse,
     until_disconnect,
 )
+from clinvk.adapters.logging import get_logger
 from clinvk.domain import events as ev
 from clinvk.domain.chat import route_model
 from clinvk.domain.errors import ClinvkError, InvalidRequest
@@ -47,7 +51,7 @@ from clinvk.domain.models import PromptRequest
 from clinvk.domain.services import Services
 
 _encode = msgspec.json.Encoder().encode
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 _LABELS = {"claude": "Claude Code", "codex": "Codex", "gemini": "Gemini"}
 

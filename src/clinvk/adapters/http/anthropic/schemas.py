@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from clinvk.adapters.http.clinvk_options import ClinvkOptions
 from clinvk.domain.errors import InvalidRequest
 from clinvk.domain.models import PositiveInt
-from clinvk.adapters.http.clinvk_options import ClinvkOptions
 
 # -- requests ---------------------------------------------------------------------------
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from clinvk.adapters.http.anthropic import translate
-from clinvk.adapters.http.anthropic.errors import INTERNAL_MESSAGE, domain_envelope, envelope
+from clinvk.adapters.http.anthropic.errors import (
+    INTERNAL_MESSAGE,
+    domain_envelope,
+    envelope,
+)
 from clinvk.adapters.http.anthropic.schemas import (
     AnthropicContentBlockDelta,
     AnthropicContentBlockStart,

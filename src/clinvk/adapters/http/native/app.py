@@ -30,7 +30,13 @@ from clinvk.adapters.http.streaming import (
     until_disconnect,
 )
 from clinvk.domain import events as ev
-from clinvk.domain.errors import BackendFailed, BackendTimeout, ClinvkError, InvalidRequest, Overloaded
+from clinvk.domain.errors import (
+    BackendFailed,
+    BackendTimeout,
+    ClinvkError,
+    InvalidRequest,
+    Overloaded,
+)
 from clinvk.domain.models import PromptRequest, PromptResult, SessionQuery
 from clinvk.domain.services import Services
 

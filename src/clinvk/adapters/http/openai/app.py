@@ -38,7 +38,11 @@ from clinvk.adapters.http.openai.schemas import (
     OpenAIUsage,
     chat_request_decoder,
 )
-from clinvk.adapters.http.openai.translate import finish_reason, to_prompt_request, usage
+from clinvk.adapters.http.openai.translate import (
+    finish_reason,
+    to_prompt_request,
+    usage,
+)
 from clinvk.adapters.http.streaming import (
     ClientDisconnected,
     Emit,

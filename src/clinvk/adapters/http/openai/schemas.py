@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
-from clinvk.domain.models import PositiveInt
 from clinvk.adapters.http.clinvk_options import ClinvkOptions
+from clinvk.domain.models import PositiveInt
 
 # -- request: content parts ------------------------------------------------------------
 
