@@ -23,8 +23,9 @@ from typing import IO, Any
 import structlog
 
 from clinvk.domain.errors import ClinvkError
-from clinvk.domain.models import BackendInfo, RunResult, RunSpec
-from clinvk.ports import BackendRunner, EventSink
+from clinvk.domain.models import RunResult, RunSpec
+from clinvk.domain.runner_decorator import RunnerDecorator
+from clinvk.ports import EventSink
 
 _request: ContextVar[dict[str, Any] | None] = ContextVar("clinvk_request_record", default=None)
 
@@ -110,24 +111,8 @@ def _add_backend(backend: str) -> None:
         seen.append(backend)
 
 
-class LoggedBackendRunner:
+class LoggedBackendRunner(RunnerDecorator):
     """BackendRunner decorator: names the backends a request ran in its summary line."""
-
-    def __init__(self, inner: BackendRunner) -> None:
-        self.inner = inner
-
-    def names(self) -> list[str]:
-        return self.inner.names()
-
-    def info(self, backend: str) -> BackendInfo:
-        return self.inner.info(backend)
-
-    def command(self, spec: RunSpec) -> tuple[str, ...]:
-        return self.inner.command(spec)
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (process groups, warm pool) is the inner runner's.
-        return getattr(self.inner, name)
 
     async def run(self, spec: RunSpec, on_event: EventSink | None = None) -> RunResult:
         _add_backend(spec.backend)

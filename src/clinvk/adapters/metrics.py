@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
 import anyio
 from prometheus_client import (
@@ -34,7 +33,8 @@ from clinvk.domain.errors import (
     BackendUnavailable,
     ClinvkError,
 )
-from clinvk.domain.models import BackendInfo, RunResult, RunSpec, TokenUsage
+from clinvk.domain.models import RunResult, RunSpec, TokenUsage
+from clinvk.domain.runner_decorator import RunnerDecorator
 from clinvk.ports import BackendRunner, EventSink
 
 #: CLI runs take seconds to minutes; HTTP requests milliseconds to minutes.
@@ -135,28 +135,15 @@ def _reason(exc: BaseException) -> str:
     return "error"
 
 
-class MeteredBackendRunner:
+class MeteredBackendRunner(RunnerDecorator):
     """BackendRunner decorator that records every run in `Metrics`."""
 
     def __init__(self, inner: BackendRunner, metrics: Metrics) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.metrics = metrics
         # Codex reports token totals over its whole thread; remember the last total per
         # thread so each run adds only its own share.
         self._threads: OrderedDict[str, TokenUsage] = OrderedDict()
-
-    def names(self) -> list[str]:
-        return self.inner.names()
-
-    def info(self, backend: str) -> BackendInfo:
-        return self.inner.info(backend)
-
-    def command(self, spec: RunSpec) -> tuple[str, ...]:
-        return self.inner.command(spec)
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (process groups, warm pool) is the inner runner's.
-        return getattr(self.inner, name)
 
     async def run(self, spec: RunSpec, on_event: EventSink | None = None) -> RunResult:
         m, backend = self.metrics, spec.backend

@@ -15,7 +15,8 @@ import anyio
 
 from clinvk.domain.config import Config
 from clinvk.domain.errors import Overloaded
-from clinvk.domain.models import BackendInfo, RunResult, RunSpec
+from clinvk.domain.models import RunResult, RunSpec
+from clinvk.domain.runner_decorator import RunnerDecorator
 from clinvk.ports import BackendRunner, EventSink
 
 
@@ -89,26 +90,14 @@ class Admission:
                 semaphore.release()
 
 
-class AdmittingBackendRunner:
+class AdmittingBackendRunner(RunnerDecorator):
     """A BackendRunner that waits for an admission slot before each run."""
 
     def __init__(self, inner: BackendRunner, admission: Admission) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.admission = admission
-
-    def names(self) -> list[str]:
-        return self.inner.names()
-
-    def info(self, backend: str) -> BackendInfo:
-        return self.inner.info(backend)
-
-    def command(self, spec: RunSpec) -> tuple[str, ...]:
-        return self.inner.command(spec)
 
     async def run(self, spec: RunSpec, on_event: EventSink | None = None) -> RunResult:
         async with self.admission.slot(spec.backend):
             return await self.inner.run(spec, on_event)
 
-    def __getattr__(self, name: str):
-        # Adapter-specific extras (e.g. live process groups) stay reachable through the wrapper.
-        return getattr(self.inner, name)
