@@ -64,17 +64,58 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (Linux /proc), including those in other groups."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 async def _terminate(process: Process) -> None:
     """SIGTERM the whole group, wait a short grace, then SIGKILL it (gemini ignores SIGTERM
-    on its launcher pid, and anyio's own cancel kills only the direct child)."""
+    on its launcher pid, and anyio's own cancel kills only the direct child). Descendants
+    that moved to a group of their own (codex runs helper shells under setsid) are killed
+    one by one."""
+    escaped: list[int] = []
     if process.returncode is None:
+        escaped = [p for p in _descendants(process.pid) if _pgid(p) not in (process.pid, None)]
         _signal_group(process.pid, signal.SIGTERM)
         with anyio.move_on_after(TERMINATE_GRACE_SECS):
             await process.wait()
     # Helpers the CLI spawned may outlive it; the group id stays valid while any remain.
     _signal_group(process.pid, signal.SIGKILL)
+    for pid in escaped:
+        _signal_group(pid, signal.SIGKILL)  # it leads its own group
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     if process.returncode is None:
         await process.wait()
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 class CliProcess:
