@@ -44,13 +44,17 @@ class Sample:
     min_gap: float | None = None
     text: str = ""
     error: str | None = None
+    #: When the model double received the CLI's model call (sequential runs only).
+    model_call: float | None = None
     #: CPU seconds of the CLI (direct runs only: RUSAGE_CHILDREN delta).
     cli_cpu: float | None = None
     #: The CLI's whole stdout (direct runs only), to replay it with a null CLI.
     stdout: bytes = field(default=b"", repr=False)
-    arrivals: list[float] = field(default_factory=list, repr=False)
+    #: Which read the last piece of text came in (to count reads, not pieces).
+    last_chunk: int = field(default=-1, repr=False)
 
-    def add_text(self, piece: str, at: float, chunk_id: int, last_chunk: list[int]) -> None:
+    def add_text(self, piece: str, at: float, chunk_id: int) -> None:
+        """Record a piece of answer text that arrived `at` seconds in, in read `chunk_id`."""
         if not piece:
             return
         if self.first_text is None:
@@ -61,10 +65,9 @@ class Sample:
         self.last_text = at
         self.text += piece
         self.text_events += 1
-        if last_chunk[0] != chunk_id:
+        if self.last_chunk != chunk_id:
             self.text_chunks += 1
-            last_chunk[0] = chunk_id
-        self.arrivals.append(at)
+            self.last_chunk = chunk_id
 
     def check(self) -> Sample:
         """Mark the sample as an error unless the whole expected answer arrived."""
@@ -102,9 +105,9 @@ def direct_text(name: str, event: dict[str, Any]) -> str:
         item = event.get("item") or {}
         if item.get("type") == "agent_message":
             return item.get("text") or ""
-    if name == "gemini" and kind == "message":
-        if event.get("role") == "assistant" and event.get("delta"):
-            return event.get("content") or ""
+    if name == "gemini" and kind == "message" and event.get("role") == "assistant" \
+            and event.get("delta"):
+        return event.get("content") or ""
     return ""
 
 
@@ -123,7 +126,7 @@ def run_direct(name: str, argv: list[str], env: dict[str, str], cwd: str) -> Sam
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=err, cwd=cwd, env=env, start_new_session=True)
         sample = Sample(total=0.0)
-        buffer, reads, last_chunk = b"", 0, [-1]
+        buffer, reads = b"", 0
         fd = proc.stdout.fileno()
         try:
             while chunk := os.read(fd, 65536):
@@ -133,8 +136,8 @@ def run_direct(name: str, argv: list[str], env: dict[str, str], cwd: str) -> Sam
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    _feed_line(name, line, sample, at, reads, last_chunk)
-            _feed_line(name, buffer, sample, wall() - t0, reads, last_chunk)
+                    _feed_line(name, line, sample, at, reads)
+            _feed_line(name, buffer, sample, wall() - t0, reads)
             proc.wait(PROCESS_TIMEOUT)
         finally:
             try:  # helpers the CLI left in its group
@@ -153,8 +156,7 @@ def run_direct(name: str, argv: list[str], env: dict[str, str], cwd: str) -> Sam
     return sample.check()
 
 
-def _feed_line(name: str, line: bytes, sample: Sample, at: float, chunk: int,
-               last_chunk: list[int]) -> None:
+def _feed_line(name: str, line: bytes, sample: Sample, at: float, chunk: int) -> None:
     if not line.strip():
         return
     try:
@@ -162,7 +164,7 @@ def _feed_line(name: str, line: bytes, sample: Sample, at: float, chunk: int,
     except ValueError:
         return
     if isinstance(event, dict):
-        sample.add_text(direct_text(name, event), at, chunk, last_chunk)
+        sample.add_text(direct_text(name, event), at, chunk)
 
 
 def write_null_cli(path: Path, transcript: bytes) -> Path:
@@ -296,7 +298,7 @@ def ask_streaming(client: httpx.Client, base: str, route: Route, backend: str,
     """One streamed request: each record is timed when the body chunk holding it arrives."""
     t0 = wall()
     sample = Sample(total=0.0)
-    chunks, last_chunk, buffer = 0, [-1], b""
+    chunks, buffer = 0, b""
     texts = route.reader()
     try:
         with client.stream("POST", base + route.path, json=route.body(backend, prompt, True),
@@ -314,10 +316,10 @@ def ask_streaming(client: httpx.Client, base: str, route: Route, backend: str,
                 for record in records:
                     if record.strip():
                         for piece in texts(record):
-                            sample.add_text(piece, at, chunks, last_chunk)
+                            sample.add_text(piece, at, chunks)
             if buffer.strip():
                 for piece in texts(buffer):
-                    sample.add_text(piece, wall() - t0, chunks, last_chunk)
+                    sample.add_text(piece, wall() - t0, chunks)
     except httpx.HTTPError as exc:
         sample.error = f"{type(exc).__name__}: {exc}"
     sample.total = wall() - t0

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Self
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -16,6 +17,9 @@ class Cpu:
 
     own: float
     children: float
+
+    def __add__(self, other: Cpu) -> Cpu:
+        return Cpu(own=self.own + other.own, children=self.children + other.children)
 
     def __sub__(self, other: Cpu) -> Cpu:
         return Cpu(own=self.own - other.own, children=self.children - other.children)
@@ -96,7 +100,7 @@ class RssSampler:
             self.peak_tree = max(self.peak_tree, tree_rss_mb(self.pid))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -43,7 +43,7 @@ def _wait_ready(server, backend: str) -> None:
 @pytest.mark.parametrize("backend", ["claude", "codex"])
 def test_pooled_processes_serve_one_request_each(pooled_server, model_double, backend):
     """A warm process answers one request; the next request sees nothing of the first."""
-    assert _pool(pooled_server, backend) == {"size": 1, "ready": 1}
+    assert _pool(pooled_server, backend) == {"size": 1, "ready": 1, "hits": 0}
     assert "gemini" not in [  # gemini cannot read its prompt later: never pooled
         b["name"] for b in httpx.get(pooled_server.url + "/health").json()["backends"]
         if "warm_pool" in b
@@ -59,6 +59,7 @@ def test_pooled_processes_serve_one_request_each(pooled_server, model_double, ba
                     json={"backend": backend, "prompt": "What is the secret word?"})
     assert r2.status_code == 200, r2.text
     assert r2.json()["output"] == "second answer"
+    assert _pool(pooled_server, backend)["hits"] == 2
     assert r2.json()["session_id"] != r1.json()["session_id"]
     second = generation_requests(model_double.requests())[-1]
     seen = "\n".join(user_texts(second))
@@ -67,11 +68,13 @@ def test_pooled_processes_serve_one_request_each(pooled_server, model_double, ba
 
 
 def test_options_that_differ_run_cold(pooled_server, model_double):
-    """A request whose options differ from the pooled signature runs cold; the pool stays."""
+    """A request whose options differ from the pooled signature runs cold; the default
+    process stays ready."""
     r = httpx.post(pooled_server.url + "/api/v1/prompt", timeout=60,
                    json={"backend": "claude", "prompt": "hi", "model": "sonnet"})
     assert r.status_code == 200, r.text
-    assert _pool(pooled_server, "claude") == {"size": 1, "ready": 1}
+    pool = _pool(pooled_server, "claude")
+    assert pool["hits"] == 0 and pool["ready"] >= 1
 
 
 def test_warm_processes_are_gone_after_shutdown(pooled_server):
@@ -79,3 +82,21 @@ def test_warm_processes_are_gone_after_shutdown(pooled_server):
     assert len(pooled_server.cli_pids()) >= 2  # one claude, one codex waiting
     pooled_server.stop()
     assert pooled_server.wait_no_cli(2) == []
+
+
+def test_a_missed_signature_is_warm_the_next_time(pooled_server, model_double):
+    """After a request with other options misses, the pool keeps that signature ready too,
+    so the same kind of request (e.g. every Anthropic request, which sets max_tokens) is warm
+    from then on, and still without context from earlier requests."""
+    body = {"backend": "claude", "prompt": "first PELICAN", "max_tokens": 1024}
+    assert httpx.post(pooled_server.url + "/api/v1/prompt", json=body, timeout=60).status_code == 200
+    deadline = time.monotonic() + 10
+    while _pool(pooled_server, "claude")["ready"] < 2:  # default + the learnt signature
+        assert time.monotonic() < deadline, _pool(pooled_server, "claude")
+        time.sleep(0.05)
+    body["prompt"] = "second"
+    r = httpx.post(pooled_server.url + "/api/v1/prompt", json=body, timeout=60)
+    assert r.status_code == 200
+    assert _pool(pooled_server, "claude")["hits"] == 1  # the learnt process was used
+    second = generation_requests(model_double.requests())[-1]
+    assert "PELICAN" not in str(second["body"])

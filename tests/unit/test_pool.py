@@ -69,3 +69,28 @@ async def test_other_signatures_and_closed_pools_get_nothing(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_missed_signatures_are_learnt_up_to_a_limit(tmp_path):
+    """A signature that missed is kept (and filled) so the next such request is warm; the
+    least recently used one goes when a backend has too many."""
+    pool = WarmPool()
+    cwd = str(tmp_path)
+    await pool.add("cat", CAT, cwd, ENV, 1)
+    other = CAT + ["-n"]
+    assert await pool.take(pool_key(other, cwd, ENV)) is None
+    await pool.adopt("cat", other, cwd, ENV, size=1, limit=2)
+    await pool.refill(pool_key(other, cwd, ENV))
+    learnt = await pool.take(pool_key(other, cwd, ENV))
+    assert learnt is not None
+    await learnt.discard()
+    third = CAT + ["-u"]
+    await anyio.sleep(0.01)
+    default = await pool.take(pool_key(CAT, cwd, ENV))  # now the most recently used
+    assert default is not None
+    await default.discard()
+    await pool.adopt("cat", third, cwd, ENV, size=1, limit=2)
+    keys = set(pool._slots)
+    assert pool_key(CAT, cwd, ENV) in keys and pool_key(third, cwd, ENV) in keys
+    assert pool_key(other, cwd, ENV) not in keys
+    await pool.aclose()

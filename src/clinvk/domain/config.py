@@ -75,6 +75,9 @@ class ServerConfig(_Section):
     queue_max_wait_secs: float = 60
     #: A warm process unused this long is replaced by a fresh one.
     warm_pool_idle_secs: float = 300
+    #: Invocations (option sets) the warm pool keeps per backend: the default one plus ones
+    #: learnt from requests that missed, least recently used dropped first.
+    warm_pool_signatures: int = 2
 
 
 class UnifiedFlags(_Section):

@@ -167,3 +167,5 @@ class BackendInfo(msgspec.Struct, frozen=True, kw_only=True):
     #: Warm-pool processes configured / ready for this backend (0 when the pool is off).
     warm_pool_size: int = 0
     warm_pool_ready: int = 0
+    #: Requests served by a warm process since the server started.
+    warm_pool_hits: int = 0

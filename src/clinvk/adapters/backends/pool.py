@@ -33,6 +33,7 @@ class _Slot(msgspec.Struct):
     backend: str
     size: int
     ready: deque = msgspec.field(default_factory=deque)
+    last_used: float = 0.0
 
 
 class PoolStats(msgspec.Struct):
@@ -56,6 +57,8 @@ class WarmPool:
         self._idle_secs = idle_secs
         self._closed = False
         self.stats = PoolStats()
+        #: Requests served by a warm process, per backend.
+        self.hits: dict[str, int] = {}
 
     def ready(self, backend: str | None = None) -> int:
         """Processes waiting for a prompt (for one backend, or all)."""
@@ -72,8 +75,30 @@ class WarmPool:
     ) -> None:
         """Keep `size` processes of this signature ready, starting them now."""
         key = pool_key(argv, cwd, env)
-        self._slots[key] = _Slot(argv=argv, cwd=cwd, env=env, backend=backend, size=size)
+        self._slots[key] = _Slot(
+            argv=argv, cwd=cwd, env=env, backend=backend, size=size, last_used=time.monotonic()
+        )
         await self.refill(key)
+
+    async def adopt(
+        self, backend: str, argv: list[str], cwd: str, env: dict[str, str], *, size: int,
+        limit: int,
+    ) -> None:
+        """Remember a signature a request missed (it is filled by the next `refill`); keep
+        at most `limit` signatures per backend, dropping the least recently used."""
+        key = pool_key(argv, cwd, env)
+        if key in self._slots or limit <= 0 or self._closed:
+            return
+        mine = [(slot.last_used, k) for k, slot in self._slots.items() if slot.backend == backend]
+        mine.sort()
+        while mine and len(mine) >= limit:
+            _, oldest = mine.pop(0)
+            slot = self._slots.pop(oldest)
+            while slot.ready:
+                await slot.ready.popleft().cli.discard()
+        self._slots[key] = _Slot(
+            argv=argv, cwd=cwd, env=env, backend=backend, size=size, last_used=time.monotonic()
+        )
 
     async def take(self, key: PoolKey) -> CliProcess | None:
         """A ready process for this signature, or None (the caller runs cold)."""
@@ -81,6 +106,7 @@ class WarmPool:
         if slot is None:
             return None
         now = time.monotonic()
+        slot.last_used = now
         while slot.ready:
             warm: _Warm = slot.ready.popleft()
             if not warm.cli.alive:
@@ -91,6 +117,7 @@ class WarmPool:
                 await warm.cli.discard()
             else:
                 self.stats.hits += 1
+                self.hits[slot.backend] = self.hits.get(slot.backend, 0) + 1
                 return warm.cli
         self.stats.misses += 1
         return None

@@ -65,6 +65,7 @@ class SubprocessBackendRunner:
             model=self._config.backend(backend).model or None,
             warm_pool_size=self.pool.size(backend),
             warm_pool_ready=self.pool.ready(backend),
+            warm_pool_hits=self.pool.hits.get(backend, 0),
         )
 
     def _warm(self, backend: CliBackend, spec: RunSpec, cfg, exe: str, sp_file: str | None):
@@ -120,8 +121,12 @@ class SubprocessBackendRunner:
                 stdin_file = _write_temp(inv.stdin, ".txt")
             decoder = backend.decoder(spec, cfg)
             env = build_env(backend.env_prefixes, cfg, inv.env)
-            warm = self._warm(backend, spec, cfg, exe, sp_file) if self.pool.size() else None
+            warm = self._warm(backend, spec, cfg, exe, sp_file) if cfg.warm_pool > 0 else None
             cli = await self.pool.take(warm[0]) if warm is not None else None
+            # A miss with options that can recur (not a one-off system prompt file or a
+            # resume id) teaches the pool that signature, so the next such request is warm.
+            learn = cli is None and warm is not None and not spec.system_prompt
+            learn = learn and not spec.resume_id
 
             async def on_line(line: bytes) -> None:
                 events: list[StreamEvent] = decoder.feed(line)
@@ -150,7 +155,14 @@ class SubprocessBackendRunner:
                     input=feed,
                 )
             finally:
-                if feed is not None and warm is not None:
+                if warm is not None:
+                    if learn:
+                        warm_env = build_env(backend.env_prefixes, cfg, warm[1].env)
+                        await self.pool.adopt(
+                            spec.backend, warm[1].argv, spec.workdir, warm_env,
+                            size=cfg.warm_pool,
+                            limit=self._config.server.warm_pool_signatures,
+                        )
                     await self.pool.refill(warm[0])
             duration_ms = int((time.monotonic() - started) * 1000)
             if outcome.timed_out is not None:

@@ -33,6 +33,7 @@ _encode = msgspec.json.Encoder().encode
 class WarmPoolHealth(msgspec.Struct, kw_only=True):
     size: int
     ready: int
+    hits: int
 
 
 class BackendHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -86,7 +87,9 @@ def create_app(
             BackendHealth(
                 name=b.name,
                 available=b.available,
-                warm_pool=WarmPoolHealth(size=b.warm_pool_size, ready=b.warm_pool_ready)
+                warm_pool=WarmPoolHealth(
+                    size=b.warm_pool_size, ready=b.warm_pool_ready, hits=b.warm_pool_hits
+                )
                 if b.warm_pool_size
                 else None,
             )
