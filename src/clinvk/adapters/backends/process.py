@@ -223,12 +223,15 @@ async def drive(
         nonlocal timed_out
         buffer = b""
         while True:
-            chunk = b""
-            with anyio.move_on_after(idle_timeout) as idle:
-                chunk = await receive()
-            if idle.cancelled_caught:
-                timed_out = "idle"
-                raise _Stop
+            if idle_timeout is None:
+                chunk = await receive()  # no cancel scope per read on the hot path
+            else:
+                chunk = b""
+                with anyio.move_on_after(idle_timeout) as idle:
+                    chunk = await receive()
+                if idle.cancelled_caught:
+                    timed_out = "idle"
+                    raise _Stop
             if not chunk:
                 break
             buffer += chunk
