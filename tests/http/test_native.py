@@ -149,3 +149,17 @@ def test_overload_is_429_with_retry_after(runner, tmp_path):
     assert r.status_code == 429, r.text
     assert int(r.headers["retry-after"]) >= 1
     assert r.json()["code"] == "overloaded"
+
+
+def test_quiet_stream_gets_heartbeat_lines(client, runner):
+    """While the CLI is silent, an NDJSON stream carries heartbeat lines (heartbeat_secs 0.2)."""
+    runner.reply = "slow words"
+    runner.delay = 0.7
+    with client.stream(
+        "POST", "/api/v1/prompt",
+        json={"backend": "claude", "prompt": "hi", "output_format": "stream-json"},
+    ) as r:
+        types = [json.loads(line)["type"] for line in r.iter_lines() if line]
+    assert "heartbeat" in types
+    assert types[0] == "init" and types[-1] == "done"
+    assert types.index("heartbeat") < types.index("delta")
