@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -68,6 +69,9 @@ class FakeSessionStore:
         await self.get(session_id)
         del self.sessions[session_id]
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return [k for k in self.sessions if prefix and k.startswith(prefix)][:limit]
+
     async def list(self, query: SessionQuery) -> SessionPage:
         hits = [
             s
@@ -89,11 +93,34 @@ class FakeSessionStore:
         return len(self.sessions)
 
 
+#: Longest a held or meeting run waits before it gives up and goes on. It only guards
+#: against a test hanging forever: what the test waits for normally comes at once.
+HOLD_LIMIT_SECS = 30.0
+
+
+async def wait_for_event(event: threading.Event, limit: float = HOLD_LIMIT_SECS) -> bool:
+    """Wait (politely, for the event loop) until `event` is set, at most `limit` seconds.
+
+    A threading.Event, so a test thread, a spy on the ASGI app or another run can set it.
+    """
+    with anyio.move_on_after(limit):
+        while not event.is_set():
+            await anyio.sleep(0.005)
+    return event.is_set()
+
+
 class FakeBackendRunner:
     """Answers every prompt with a scripted reply, streamed word by word.
 
     `fail` makes runs fail like a CLI would; `hang` makes them wait until cancelled;
     `runs` records every RunSpec so tests can assert on what the domain asked for.
+
+    Two ways to order events without relying on sleeps:
+    - `hold` (a threading.Event) makes every run, after its Init, wait before word number
+      `hold_at` until the event is set (at most HOLD_LIMIT_SECS): the run is silent until
+      the test (or a spy on the app) says so.
+    - `rendezvous = n` makes every run, after its Init, wait until n runs have been live at
+      the same time (at most HOLD_LIMIT_SECS): a run can only finish once n overlapped.
     """
 
     def __init__(self, names=("claude", "codex", "gemini"), unavailable=()) -> None:
@@ -108,6 +135,20 @@ class FakeBackendRunner:
         self.runs: list[RunSpec] = []
         self.live = 0
         self.max_live = 0
+        self.hold: threading.Event | None = None
+        self.hold_at = 0
+        self.rendezvous = 0
+
+    async def _meet(self) -> None:
+        """Wait until `rendezvous` runs have been live at once (see the class docstring)."""
+        with anyio.move_on_after(HOLD_LIMIT_SECS):
+            while self.max_live < self.rendezvous:
+                await anyio.sleep(0.001)
+
+    async def _held(self, index: int) -> None:
+        """Wait for `hold` before word `index` when the test asked for it."""
+        if self.hold is not None and index == self.hold_at:
+            await wait_for_event(self.hold)
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -132,10 +173,12 @@ class FakeBackendRunner:
                     await on_event(event)
 
             await emit(ev.Init(backend_session_id=thread, model=spec.model or "fake-model"))
+            await self._meet()
             if self.hang:
                 await anyio.sleep_forever()
             words = self.reply.split(" ")
             for i, word in enumerate(words):
+                await self._held(i)
                 if self.delay:
                     await anyio.sleep(self.delay)
                 await emit(ev.TextDelta(text=word if i == 0 else " " + word))
@@ -183,6 +226,7 @@ class ScriptedRunner(FakeBackendRunner):
 
             model = spec.model or f"{spec.backend}-model"
             await emit(ev.Init(backend_session_id=f"t{len(self.runs)}", model=model))
+            await self._meet()
             if "[hang]" in spec.prompt or spec.backend in self.hanging:
                 await anyio.sleep_forever()
             reply = f"{spec.backend}: {spec.prompt}"
@@ -206,3 +250,49 @@ class ScriptedRunner(FakeBackendRunner):
             raise
         finally:
             self.live -= 1
+
+
+class AppSpy:
+    """An ASGI app wrapped so a test can see what went over the wire, without timing it.
+
+    It counts HTTP requests started and finished (a request is finished when the app's
+    call returns, e.g. once a run was cancelled for a client that left), and `when_sent`
+    gives an event that is set once the response bodies sent so far contain `needle`
+    `times` times (e.g. heartbeats), so a fake run can stay silent until then.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.started = 0
+        self.finished = 0
+        self.paths: list[str] = []
+        self._watches: list[tuple[bytes, int, threading.Event]] = []
+        self._counts: dict[bytes, int] = {}
+
+    def when_sent(self, needle: bytes, times: int = 1) -> threading.Event:
+        event = threading.Event()
+        self._counts.setdefault(needle, 0)
+        self._watches.append((needle, times, event))
+        return event
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.started += 1
+        self.paths.append(scope["path"])
+
+        async def spy(message) -> None:
+            if message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                for needle in self._counts:
+                    self._counts[needle] += body.count(needle)
+                for needle, times, event in self._watches:
+                    if self._counts[needle] >= times:
+                        event.set()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, spy)
+        finally:
+            self.finished += 1

@@ -64,11 +64,40 @@ def test_429_uses_each_dialects_envelope(limited):
     assert r.json()["error"]["type"] == "rate_limit_error"
 
 
-def test_health_is_not_limited(limited):
-    """Health probes never use up a client's budget."""
-    client = limited(rate_limit_burst=1)
-    assert all(client.get("/health").status_code == 200 for _ in range(5))
+def test_health_is_limited_like_every_endpoint(limited):
+    """A burst of GET /health gets a 429 once the bucket is empty, as in clinvoker."""
+    client = limited()
+    answers = [client.get("/health") for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert answers[0].headers["x-ratelimit-limit"] == "3"
+    assert answers[-1].headers["content-type"] == "application/problem+json"
+    assert answers[-1].json()["code"] == "rate_limit_exceeded"
+    assert int(answers[-1].headers["retry-after"]) >= 1
+
+
+def test_health_and_the_api_share_one_budget(limited):
+    """Health probes draw on the same per-client bucket as API calls."""
+    client = limited(rate_limit_burst=2)
+    assert client.get("/health").status_code == 200
     assert client.get("/api/v1/backends").status_code == 200
+    assert client.get("/api/v1/backends").status_code == 429
+    assert client.get("/health").status_code == 429
+
+
+def test_health_limit_is_per_client(config):
+    """One client flooding /health does not stop another client's probes."""
+    server = msgspec.structs.replace(
+        config.server, rate_limit_enabled=True, rate_limit_rps=1, rate_limit_burst=1
+    )
+    services = bootstrap(msgspec.structs.replace(config, server=server),
+                         runner=FakeBackendRunner(), store=FakeSessionStore(),
+                         clock=FakeClock(), ids=FakeIds())
+    app = create_app(services)
+    with TestClient(app, client=("203.0.113.9", 1)) as flooder, \
+            TestClient(app, client=("198.51.100.7", 1)) as prober:
+        assert flooder.get("/health").status_code == 200
+        assert flooder.get("/health").status_code == 429
+        assert prober.get("/health").status_code == 200
 
 
 def test_off_by_default(client):

@@ -42,7 +42,8 @@ def test_stream_json_is_ndjson_events(client):
         ({"backend": 3, "prompt": "x"}, "backend"),
         ({"backend": "claude", "prompt": "x", "bogus": 1}, "bogus"),
         ({"backend": "nope", "prompt": "x"}, "backend"),
-        ({"backend": "claude", "prompt": "x", "max_turns": 0}, "max_turns"),
+        ({"backend": "claude", "prompt": "x", "max_turns": -1}, "max_turns"),
+        ({"backend": "claude", "prompt": "", "model": ""}, "prompt"),
         ({"backend": "claude", "prompt": "x", "approval_mode": "yes"}, "approval_mode"),
     ],
 )
@@ -140,9 +141,9 @@ def test_overload_is_429_with_retry_after(runner, tmp_path):
     busy = PromptRequest(backend="claude", prompt="x", ephemeral=True)
     with TestClient(create_app(services)) as client:
         holder = client.portal.start_task_soon(services.prompt.run, busy)
-        for _ in range(200):
-            if runner.live:
-                break
+        deadline = time.monotonic() + 30  # a hang guard: the run takes the slot at once
+        while not runner.live:
+            assert time.monotonic() < deadline, "the first run never took the slot"
             time.sleep(0.01)
         r = client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "hi"})
         holder.cancel()
@@ -151,11 +152,17 @@ def test_overload_is_429_with_retry_after(runner, tmp_path):
     assert r.json()["code"] == "overloaded"
 
 
-def test_quiet_stream_gets_heartbeat_lines(client, runner):
+def test_quiet_stream_gets_heartbeat_lines(services, runner):
     """While the CLI is silent, an NDJSON stream carries heartbeat lines (heartbeat_secs 0.2)."""
+    from starlette.testclient import TestClient
+
+    from clinvk.adapters.http.app import create_app
+    from tests.fakes import AppSpy
+
+    app = AppSpy(create_app(services))
     runner.reply = "slow words"
-    runner.delay = 0.7
-    with client.stream(
+    runner.hold = app.when_sent(b'"heartbeat"')  # the CLI says nothing until a heartbeat went
+    with TestClient(app) as client, client.stream(
         "POST", "/api/v1/prompt",
         json={"backend": "claude", "prompt": "hi", "output_format": "stream-json"},
     ) as r:

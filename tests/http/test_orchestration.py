@@ -45,10 +45,10 @@ def test_parallel_answers_with_the_contract_fields(client, store):
             "results"} <= set(body)
     assert (body["total_tasks"], body["completed"], body["failed"]) == (2, 1, 1)
     first, second = body["results"]
-    assert set(first) == TASK_FIELDS
-    assert (first["index"], first["backend"], first["output"], first["error"]) == (
-        0, "claude", "claude: task 1", None
-    )
+    # As in clinvoker, `error` is there only when the task failed.
+    assert set(first) == TASK_FIELDS - {"error", "error_code"}
+    assert set(second) == TASK_FIELDS
+    assert (first["index"], first["backend"], first["output"]) == (0, "claude", "claude: task 1")
     assert first["token_usage"]["input_tokens"] == 3
     assert (second["status"], second["exit_code"], second["error"]) == (
         "failed", 1, "API Error: injected"
@@ -75,12 +75,12 @@ def test_parallel_fail_fast_says_which_tasks_were_cancelled(client, runner):
         ({"tasks": []}, "tasks"),
         ({}, "tasks"),
         ({"tasks": [{"backend": "claude", "prompt": "x"}], "bogus": 1}, "bogus"),
-        ({"tasks": [{"backend": "claude", "prompt": "x"}], "max_parallel": 0}, "max_parallel"),
+        ({"tasks": [{"backend": "claude", "prompt": "x"}], "max_parallel": -1}, "max_parallel"),
         ({"tasks": [{"backend": "claude", "prompt": "x"}, {"prompt": "x"}]}, "tasks[1].backend"),
         ({"tasks": [{"backend": "claude", "prompt": "x"}, {"backend": "claude"}]},
          "tasks[1].prompt"),
         ({"tasks": [{"backend": "claude", "prompt": "x", "zz": 1}]}, "tasks[0].zz"),
-        ({"tasks": [{"backend": "claude", "prompt": "x", "max_turns": 0}]},
+        ({"tasks": [{"backend": "claude", "prompt": "x", "max_turns": -2}]},
          "tasks[0].max_turns"),
         ({"tasks": [{"backend": "claude", "prompt": "x"}, {"backend": "codex", "prompt": "y"},
                     {"backend": "nope", "prompt": "z"}]}, "tasks[2].backend"),
@@ -169,7 +169,8 @@ def test_chain_answers_with_the_contract_fields(client, runner):
     assert (body["total_steps"], body["completed_steps"], body["failed_step"]) == (2, 2, 0)
     assert "total_duration_ms" in body
     step = body["results"][1]
-    assert {"step", "name", "backend", "exit_code", "duration_ms", "output", "error"} <= set(step)
+    assert {"step", "name", "backend", "exit_code", "duration_ms", "output"} <= set(step)
+    assert "error" not in step
     assert (step["step"], step["name"], step["output"]) == (
         2, "review", "codex: review claude: write"
     )
@@ -193,7 +194,8 @@ def test_chain_goes_on_after_a_failure_by_default(client, runner):
         ([{"backend": "claude", "prompt": "a"}, {"backend": "nope", "prompt": "b"}],
          "steps[1].backend"),
         ([{"backend": "claude", "prompt": "a", "name": "bad name"}], "steps[0].name"),
-        ([{"backend": "claude", "prompt": "a", "extra": ["--x"]}], "steps[0].extra"),
+        ([{"backend": "claude", "prompt": "a", "bogus": ["--x"]}], "steps[0].bogus"),
+        ([{"backend": "claude", "prompt": "a {{session}}"}], "steps[0].prompt"),
         ([{"backend": "claude"}], "steps[0].prompt"),
         ([], "steps"),
     ],
@@ -234,7 +236,8 @@ def test_compare_answers_per_backend_with_the_model(client, runner):
     assert (body["prompt"], body["backends"]) == ("hi", ["claude", "codex", "gemini"])
     assert "total_duration_ms" in body
     claude, codex, gemini = body["results"]
-    assert {"backend", "model", "exit_code", "duration_ms", "output", "error"} <= set(claude)
+    assert {"backend", "model", "exit_code", "duration_ms", "output"} <= set(claude)
+    assert "error" not in claude
     assert (claude["model"], codex["output"]) == ("claude-model", "codex: hi")
     assert (gemini["status"], gemini["error_code"]) == ("failed", "backend_unavailable")
     assert gemini["error"]
@@ -247,7 +250,7 @@ def test_compare_answers_per_backend_with_the_model(client, runner):
         ({"prompt": "hi", "backends": []}, "backends"),
         ({"prompt": "hi", "backends": ["claude", "claude"]}, "backends[1]"),
         ({"backends": ["claude"]}, "prompt"),
-        ({"prompt": "hi", "backends": ["claude"], "model": "x"}, "model"),
+        ({"prompt": "hi", "backends": ["claude"], "modle": "x"}, "modle"),
     ],
 )
 def test_compare_bad_input_is_400_naming_the_field(client, runner, body, field):

@@ -35,6 +35,8 @@ from clinvk.ports import BackendRunner
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _NAME = re.compile(NAME_PATTERN)
 _PLACEHOLDER = re.compile(r"\{\{\s*(?:(previous)|steps\.([A-Za-z0-9_-]{1,64}))\s*\}\}")
+#: clinvoker's old "previous step's session id" placeholder, refused as clinvoker does.
+_SESSION = re.compile(r"\{\{\s*session\s*\}\}")
 
 StepName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 
@@ -51,6 +53,12 @@ class ChainStep(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     approval_mode: ApprovalMode = "default"
     sandbox_mode: SandboxMode = "default"
     max_turns: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
+    system_prompt: str | None = None
+    #: Accepted like the prompt's `verbose`; changes nothing (CLIs always stream).
+    verbose: bool = False
+    #: Extra CLI flags, allow-listed per backend like the prompt's `extra`.
+    extra: list[str] = msgspec.field(default_factory=list)
 
 
 class ChainRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +69,8 @@ class ChainRequest(msgspec.Struct, frozen=True, kw_only=True):
     stop_on_failure: bool = False
     #: A step without `workdir` runs in the previous step's workdir.
     pass_working_dir: bool = False
+    #: Nothing runs; each step's output is the command it would run (`{{previous}}` gets it).
+    dry_run: bool = False
 
 
 class ChainResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,7 +124,18 @@ class ChainService:
                     raise InvalidRequest(
                         f"step name {step.name!r} is used twice", field=f"{where}.name"
                     )
-            preflight(self._prompt, self._runner, _request(step, step.prompt, step.workdir), where)
+            if _SESSION.search(step.prompt):
+                raise InvalidRequest(
+                    "{{session}} has no value: chain steps are ephemeral and keep no session; "
+                    "use {{previous}} for the previous step's output",
+                    field=f"{where}.prompt",
+                )
+            preflight(
+                self._prompt,
+                self._runner,
+                _request(step, step.prompt, step.workdir, request.dry_run),
+                where,
+            )
             for ref in references(step.prompt):
                 if ref is None and i == 0:
                     raise InvalidRequest(
@@ -155,7 +176,9 @@ class ChainService:
                 carried = workdir
                 prompt = render(step.prompt, previous, outputs)
                 current = Run(i, step.backend, on_progress, name=step.name)
-                outcome = await current.execute(self._prompt, _request(step, prompt, workdir))
+                outcome = await current.execute(
+                    self._prompt, _request(step, prompt, workdir, request.dry_run)
+                )
                 current = None
                 ok = outcome.status == "completed"
                 if ok:
@@ -194,7 +217,7 @@ class ChainService:
         )
 
 
-def _request(step: ChainStep, prompt: str, workdir: str | None) -> PromptRequest:
+def _request(step: ChainStep, prompt: str, workdir: str | None, dry_run: bool) -> PromptRequest:
     return PromptRequest(
         backend=step.backend,
         prompt=prompt,
@@ -204,4 +227,9 @@ def _request(step: ChainStep, prompt: str, workdir: str | None) -> PromptRequest
         approval_mode=step.approval_mode,
         sandbox_mode=step.sandbox_mode,
         max_turns=step.max_turns,
+        max_tokens=step.max_tokens,
+        system_prompt=step.system_prompt,
+        verbose=step.verbose,
+        extra=list(step.extra),
+        dry_run=dry_run,
     )

@@ -29,6 +29,10 @@ class CompareRequest(msgspec.Struct, frozen=True, kw_only=True):
     #: One backend after another instead of all at once.
     sequential: bool = False
     workdir: str | None = None
+    #: The model every backend is asked for; None = each backend's configured model.
+    model: str | None = None
+    #: Nothing runs; each output is the command that backend would run.
+    dry_run: bool = False
 
 
 class CompareResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,5 +135,10 @@ class CompareService:
     @staticmethod
     def _request(request: CompareRequest, backend: str) -> PromptRequest:
         return PromptRequest(
-            backend=backend, prompt=request.prompt, workdir=request.workdir, ephemeral=True
+            backend=backend,
+            prompt=request.prompt,
+            model=request.model,
+            workdir=request.workdir,
+            ephemeral=True,
+            dry_run=request.dry_run,
         )

@@ -16,6 +16,9 @@ StopReason = Literal["end", "max_tokens", "max_turns", "cancelled"]
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
+#: Most sessions one listing returns.
+MAX_SESSION_PAGE = 1000
+
 
 class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
     """Token counts of one run or accumulated over a session."""
@@ -145,7 +148,9 @@ class SessionQuery(msgspec.Struct, frozen=True, kw_only=True):
 
     backend: str | None = None
     status: SessionStatus | None = None
-    limit: int = 50
+    #: Page size; by default (and for 0, as clinvoker reads it) every match up to the
+    #: largest page.
+    limit: int = MAX_SESSION_PAGE
     offset: int = 0
 
 
@@ -169,3 +174,7 @@ class BackendInfo(msgspec.Struct, frozen=True, kw_only=True):
     warm_pool_ready: int = 0
     #: Requests served by a warm process since the server started.
     warm_pool_hits: int = 0
+    #: The CLI's executable (configured or found on this machine); None when unavailable.
+    path: str | None = None
+    #: What `<cli> --version` answered at start-up; None until known.
+    version: str | None = None

@@ -30,6 +30,8 @@ class ParallelRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_parallel: int | None = None
     #: Stop everything at the first failure; None = `parallel.fail_fast`.
     fail_fast: bool | None = None
+    #: Every task is a dry run (as if each had `dry_run: true`).
+    dry_run: bool = False
 
 
 class ParallelResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +86,8 @@ class ParallelService:
         deadline = request_deadline(self._config)
 
         tasks = request.tasks
+        if request.dry_run:
+            tasks = [msgspec.structs.replace(t, dry_run=True) for t in tasks]
         runs = [Run(i, task.backend, on_progress) for i, task in enumerate(tasks)]
         outcomes: list[RunOutcome | None] = [None] * len(tasks)
         announced: set[int] = set()

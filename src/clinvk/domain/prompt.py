@@ -13,7 +13,7 @@ from clinvk.domain.errors import (
     SessionBusy,
     UnknownBackend,
 )
-from clinvk.domain.events import Done, Init, StreamEvent
+from clinvk.domain.events import Done, Init, Message, StreamEvent
 from clinvk.domain.models import (
     PromptRequest,
     PromptResult,
@@ -31,6 +31,16 @@ def _no_nul(**values: str | None) -> None:
     for field, value in values.items():
         if value and "\x00" in value:
             raise InvalidRequest(f"{field} must not contain NUL characters", field=field)
+
+
+#: Tag of a session recorded by a dry run (nothing ran; it has no CLI session yet).
+DRY_RUN_TAG = "dry-run"
+
+
+def would_execute(command: tuple[str, ...]) -> str:
+    """A dry run's output: `Would execute: <path> [<args>]`, as the original server prints it."""
+    path, *args = command or ("",)
+    return f"Would execute: {path} [{' '.join(args)}]"
 
 
 def _iso(clock: Clock) -> str:
@@ -158,21 +168,17 @@ class PromptService:
         spec = self.spec(
             request, workdir=workdir, resume_id=session.backend_session_id if session else None
         )
-        if request.dry_run:
+        dry_run = request.dry_run or self._config.unified_flags.dry_run
+        if dry_run:
+            # Checked (and argv built) before a session is recorded, so a refused flag
+            # leaves nothing behind.
             command = self._runner.command(spec)
-            return PromptResult(
-                session_id=None,
-                backend=request.backend,
-                exit_code=0,
-                duration_ms=0,
-                output=" ".join(command),
-                token_usage=TokenUsage(),
-                model=spec.model,
-                command=command,
-            )
 
         if session is None and not request.ephemeral:
             now = _iso(self._clock)
+            tags = list(self._config.session.default_tags)
+            if dry_run and DRY_RUN_TAG not in tags:
+                tags.append(DRY_RUN_TAG)
             session = Session(
                 id=self._ids.session_id(),
                 backend=request.backend,
@@ -182,11 +188,14 @@ class PromptService:
                 model=spec.model,
                 initial_prompt=request.prompt[:1000],
                 title=request.prompt.strip().splitlines()[0][:80],
-                tags=list(self._config.session.default_tags),
+                tags=tags,
                 metadata=dict(request.metadata),
             )
             await self._store.create(session)
         session_id = session.id if session else None
+
+        if dry_run:
+            return await self._dry_run(spec, command, session_id, on_event)
 
         if session_id is not None:
             if session_id in self._busy:
@@ -197,6 +206,32 @@ class PromptService:
         finally:
             if session_id is not None:
                 self._busy.discard(session_id)
+
+    @staticmethod
+    async def _dry_run(
+        spec: RunSpec,
+        command: tuple[str, ...],
+        session_id: str | None,
+        on_event: EventSink | None,
+    ) -> PromptResult:
+        # Nothing runs; the answer is the command, in the words clinvoker users know.
+        result = PromptResult(
+            session_id=session_id,
+            backend=spec.backend,
+            exit_code=0,
+            duration_ms=0,
+            output=would_execute(command),
+            token_usage=TokenUsage(),
+            model=spec.model,
+            command=command,
+        )
+        if on_event is not None:
+            await on_event(Init(model=spec.model, session_id=session_id))
+            await on_event(Message(text=result.output))
+            await on_event(
+                Done(exit_code=0, duration_ms=0, session_id=session_id, model=spec.model)
+            )
+        return result
 
     async def _run(
         self, spec: RunSpec, session: Session | None, on_event: EventSink | None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from msgspec.structs import replace
+
 from clinvk.domain.config import SessionConfig
-from clinvk.domain.errors import InvalidRequest
-from clinvk.domain.models import Session, SessionPage, SessionQuery
+from clinvk.domain.errors import InvalidRequest, SessionNotFound
+from clinvk.domain.models import MAX_SESSION_PAGE, Session, SessionPage, SessionQuery
 from clinvk.ports import Clock, SessionStore
 
-MAX_PAGE = 1000
+MAX_PAGE = MAX_SESSION_PAGE
 
 
 class SessionService:
@@ -26,15 +28,38 @@ class SessionService:
             raise InvalidRequest(f"limit must be between 0 and {MAX_PAGE}", field="limit")
         if query.offset < 0:
             raise InvalidRequest("offset must not be negative", field="offset")
+        if query.limit == 0:
+            query = replace(query, limit=MAX_PAGE)
         return await self._store.list(query)
 
-    async def get(self, session_id: str) -> Session:
-        """One session; SessionNotFound when unknown."""
-        return await self._store.get(session_id)
+    async def resolve(self, id_or_prefix: str) -> str:
+        """The full id of the session named by its id or a unique prefix of it.
 
-    async def delete(self, session_id: str) -> None:
-        """Delete one session; SessionNotFound when unknown."""
+        SessionNotFound when nothing matches; InvalidRequest when the prefix is ambiguous.
+        """
+        try:
+            return (await self._store.get(id_or_prefix)).id
+        except SessionNotFound:
+            matches = await self._store.ids_with_prefix(id_or_prefix, 2)
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                raise InvalidRequest(
+                    f"session id prefix {id_or_prefix!r} matches more than one session; "
+                    "send more of the id",
+                    field="id",
+                ) from None
+            raise
+
+    async def get(self, id_or_prefix: str) -> Session:
+        """One session, by id or unique id prefix; SessionNotFound when unknown."""
+        return await self._store.get(await self.resolve(id_or_prefix))
+
+    async def delete(self, id_or_prefix: str) -> str:
+        """Delete one session (by id or unique id prefix); return its full id."""
+        session_id = await self.resolve(id_or_prefix)
         await self._store.delete(session_id)
+        return session_id
 
     async def purge_expired(self) -> int:
         """Delete sessions unused for `retention_days`; 0 days keeps them forever."""

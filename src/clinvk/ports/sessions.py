@@ -28,6 +28,10 @@ class SessionStore(Protocol):
         """Remove a session or raise SessionNotFound."""
         ...
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` stored session ids that start with `prefix` (any order)."""
+        ...
+
     async def list(self, query: SessionQuery) -> SessionPage:
         """Sessions matching the query, most recently used first."""
         ...

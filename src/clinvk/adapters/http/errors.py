@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any, Protocol
 
 import msgspec
 
@@ -50,7 +51,13 @@ def invalid_body(exc: msgspec.DecodeError | msgspec.ValidationError) -> e.Invali
     return e.InvalidRequest(f"request body is not valid JSON: {message}", field=None)
 
 
-def decode_body(decoder: msgspec.json.Decoder, body: bytes):
+class BodyDecoder(Protocol):
+    """Anything that decodes a body like msgspec.json.Decoder (raising its errors)."""
+
+    def decode(self, body: bytes) -> Any: ...
+
+
+def decode_body(decoder: BodyDecoder, body: bytes):
     """Decode a request body or raise InvalidRequest that names the field."""
     if not body.strip():
         raise e.InvalidRequest("request body is empty; send a JSON object")

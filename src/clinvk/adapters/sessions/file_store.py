@@ -83,6 +83,22 @@ class FileSessionStore:
         async with self._lock:
             await anyio.to_thread.run_sync(self._delete, path)
 
+    async def ids_with_prefix(self, prefix: str, limit: int) -> builtins.list[str]:
+        """Up to `limit` session ids starting with `prefix`, from the file names alone."""
+        if not prefix or not valid_id(prefix):
+            return []
+
+        def scan() -> builtins.list[str]:
+            found = []
+            for path in self._files():
+                if path.stem.startswith(prefix):
+                    found.append(path.stem)
+                    if len(found) >= limit:
+                        break
+            return found
+
+        return await anyio.to_thread.run_sync(scan)
+
     async def list(self, query: SessionQuery) -> SessionPage:
         """Sessions matching the query, most recently used first; unreadable files are skipped."""
         matched = await anyio.to_thread.run_sync(self._matching, query)

@@ -26,7 +26,6 @@ from clinvk.adapters.http.middleware.envelope import error_response
 
 #: Most buckets kept at once (about 100 bytes each).
 MAX_BUCKETS = 100_000
-EXEMPT_PATHS = frozenset({"/health"})
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,7 +94,11 @@ class TokenBuckets:
 
 
 class RateLimitMiddleware:
-    """Answer 429 in the path's dialect envelope once a client's bucket is empty."""
+    """Answer 429 in the path's dialect envelope once a client's bucket is empty.
+
+    Every path is limited, `/health` included: it is the one path that needs no key, so it
+    is the cheapest to flood (clinvoker limits it too).
+    """
 
     def __init__(self, app: ASGIApp, *, buckets: TokenBuckets, client: ClientAddress) -> None:
         self.app = app
@@ -103,7 +106,7 @@ class RateLimitMiddleware:
         self.client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         decision = self.buckets.take(self.client(scope))

@@ -158,15 +158,12 @@ class NativeApi:
                 await emit(_encode(_line(event, backend, session_id)) + b"\n")
 
             try:
-                result = await self.services.prompt.run(body, on_event=send)
+                await self.services.prompt.run(body, on_event=send)
             except (BackendFailed, BackendTimeout) as exc:
                 if not response.started:
                     raise
                 err = ev.Error(message=exc.message, code=exc.code)
                 await emit(_encode(_line(err, backend, session_id)) + b"\n")
-                return
-            if body.dry_run:
-                await send(ev.Message(text=result.output))
 
         return EventStreamResponse(
             produce,
@@ -208,8 +205,7 @@ class NativeApi:
         return _json(await self.services.sessions.get(request.path_params["session_id"]))
 
     async def delete_session(self, request: Request) -> Response:
-        session_id = request.path_params["session_id"]
-        await self.services.sessions.delete(session_id)
+        session_id = await self.services.sessions.delete(request.path_params["session_id"])
         return _json(DeletedResponse(deleted=True, id=session_id))
 
 

@@ -149,7 +149,10 @@ class OrchestrationApi:
         """POST /api/v1/parallel."""
         body = decode_body(parallel_decoder, await request.body())
         work = ParallelRequest(
-            tasks=body.tasks, max_parallel=body.max_parallel, fail_fast=body.fail_fast
+            tasks=body.tasks,
+            max_parallel=body.max_parallel,
+            fail_fast=body.fail_fast,
+            dry_run=body.dry_run,
         )
         service = self.services.parallel
         service.check(work)
@@ -164,6 +167,7 @@ class OrchestrationApi:
             steps=body.steps,
             stop_on_failure=body.stop_on_failure,
             pass_working_dir=body.pass_working_dir,
+            dry_run=body.dry_run,
         )
         service = self.services.chain
         service.check(work)
@@ -179,6 +183,8 @@ class OrchestrationApi:
             backends=body.backends,
             sequential=body.sequential,
             workdir=body.workdir,
+            model=body.model,
+            dry_run=body.dry_run,
         )
         service = self.services.compare
         service.check(work)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from clinvk.adapters.http.native.go_zero import GoTolerantDecoder
 from clinvk.domain.chain import ChainStep
 from clinvk.domain.models import PromptRequest, TokenUsage
 
@@ -24,6 +25,8 @@ class ParallelBody(_Body, kw_only=True, forbid_unknown_fields=True):
     tasks: Annotated[list[PromptRequest], NonEmpty]
     max_parallel: AtLeastOne | None = None
     fail_fast: bool | None = None
+    #: Every task is a dry run (nothing runs; each output is the command that would).
+    dry_run: bool = False
 
 
 class ChainBody(_Body, kw_only=True, forbid_unknown_fields=True):
@@ -32,6 +35,12 @@ class ChainBody(_Body, kw_only=True, forbid_unknown_fields=True):
     steps: Annotated[list[ChainStep], NonEmpty]
     stop_on_failure: bool = False
     pass_working_dir: bool = False
+    #: Every step is a dry run; `{{previous}}` gets the previous step's dry-run output.
+    dry_run: bool = False
+    #: Accepted for clinvoker clients; no effect (chain steps are always ephemeral).
+    pass_session_id: bool = False
+    #: Accepted for clinvoker clients; no effect (chain steps are always ephemeral).
+    persist_sessions: bool = False
 
 
 class CompareBody(_Body, kw_only=True, forbid_unknown_fields=True):
@@ -39,12 +48,16 @@ class CompareBody(_Body, kw_only=True, forbid_unknown_fields=True):
 
     prompt: str
     backends: Annotated[list[str], NonEmpty]
+    #: Model for every backend; default: each backend's configured model.
+    model: str | None = None
     sequential: bool = False
     workdir: str | None = None
+    #: Every backend is a dry run (nothing runs; each output is the command that would).
+    dry_run: bool = False
 
 
-class TaskResult(msgspec.Struct, kw_only=True):
-    """One task of a parallel answer."""
+class TaskResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One task of a parallel answer (absent fields: not applicable, as in clinvoker)."""
 
     index: int
     backend: str
@@ -53,9 +66,9 @@ class TaskResult(msgspec.Struct, kw_only=True):
     duration_ms: int
     output: str
     token_usage: TokenUsage
-    model: str | None
-    error: str | None
-    error_code: str | None
+    model: str | None = None
+    error: str | None = None
+    error_code: str | None = None
 
 
 class ParallelResponse(msgspec.Struct, kw_only=True):
@@ -69,20 +82,20 @@ class ParallelResponse(msgspec.Struct, kw_only=True):
     results: list[TaskResult]
 
 
-class StepResult(msgspec.Struct, kw_only=True):
-    """One step of a chain answer (`step` counts from 1)."""
+class StepResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One step of a chain answer (`step` counts from 1; absent fields: not applicable)."""
 
     step: int
-    name: str | None
     backend: str
     status: str
     exit_code: int
     duration_ms: int
     output: str
     token_usage: TokenUsage
-    model: str | None
-    error: str | None
-    error_code: str | None
+    name: str | None = None
+    model: str | None = None
+    error: str | None = None
+    error_code: str | None = None
 
 
 class ChainResponse(msgspec.Struct, kw_only=True):
@@ -95,18 +108,18 @@ class ChainResponse(msgspec.Struct, kw_only=True):
     results: list[StepResult]
 
 
-class CompareEntry(msgspec.Struct, kw_only=True):
-    """One backend of a compare answer."""
+class CompareEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One backend of a compare answer (absent fields: not applicable, as in clinvoker)."""
 
     backend: str
-    model: str | None
     status: str
     exit_code: int
     duration_ms: int
     output: str
     token_usage: TokenUsage
-    error: str | None
-    error_code: str | None
+    model: str | None = None
+    error: str | None = None
+    error_code: str | None = None
 
 
 class CompareResponse(msgspec.Struct, kw_only=True):
@@ -140,6 +153,6 @@ class ProgressLine(msgspec.Struct, kw_only=True, omit_defaults=True):
     message: str | None = None
 
 
-parallel_decoder = msgspec.json.Decoder(ParallelBody)
-chain_decoder = msgspec.json.Decoder(ChainBody)
-compare_decoder = msgspec.json.Decoder(CompareBody)
+parallel_decoder = GoTolerantDecoder(ParallelBody)
+chain_decoder = GoTolerantDecoder(ChainBody)
+compare_decoder = GoTolerantDecoder(CompareBody)

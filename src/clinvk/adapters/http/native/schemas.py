@@ -6,13 +6,13 @@ from typing import Any
 
 import msgspec
 
+from clinvk.adapters.http.native.go_zero import GoTolerantDecoder
 from clinvk.domain.models import PromptRequest, Session, TokenUsage
 
 
 class PromptResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Answer of POST /api/v1/prompt."""
+    """Answer of POST /api/v1/prompt (`session_id` absent when ephemeral, as in clinvoker)."""
 
-    session_id: str | None
     backend: str
     exit_code: int
     duration_ms: int
@@ -22,6 +22,7 @@ class PromptResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     stop_reason: str = "end"
     error: str | None = None
     command: list[str] | None = None
+    session_id: str | None = None
 
 
 class BackendEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -72,4 +73,4 @@ class StreamLine(msgspec.Struct, kw_only=True, omit_defaults=True):
     content: dict[str, Any] = {}
 
 
-prompt_decoder = msgspec.json.Decoder(PromptRequest)
+prompt_decoder = GoTolerantDecoder(PromptRequest)
