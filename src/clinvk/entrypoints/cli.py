@@ -1,10 +1,21 @@
-"""The `clinvk` command: `clinvk serve [--host] [--port] [--config]`."""
+"""The `clinvk` command: `clinvk serve [--host] [--port] [--config] [--demo]`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from typing import Any
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived; unwinding lets the demo remove its folder before the process ends."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -14,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--config", help="config file (default ~/.clinvk/config.yaml)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the real CLIs against clinvk's own stand-in model API: canned answers, "
+        "labelled as such, no account or network needed",
+    )
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -34,13 +51,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.port is not None:
         overrides["server.port"] = args.port
     try:
-        config = load_config(args.config, overrides=overrides)
-    except ConfigError as exc:
-        print(f"clinvk: {exc}", file=sys.stderr)
-        return 2
-    from clinvk.entrypoints.server import serve
+        with contextlib.ExitStack() as stack:
+            demo = None
+            if args.demo:
+                from clinvk.entrypoints.demo import start_demo
 
-    return serve(config)
+                # uvicorn ends by raising the SIGTERM it caught again; by default that kills
+                # the process on the spot, before the demo's folder is removed.
+                previous = signal.signal(signal.SIGTERM, _terminated)
+                stack.callback(signal.signal, signal.SIGTERM, previous)
+                demo = start_demo(stack)
+                if demo is None:
+                    return 2
+                overrides.update(demo.overrides)
+            try:
+                config = load_config(args.config, overrides=overrides)
+            except ConfigError as exc:
+                print(f"clinvk: {exc}", file=sys.stderr)
+                return 2
+            from clinvk.entrypoints.server import serve
+
+            return serve(config, demo=demo)
+    except _Terminated:
+        # Cleaned up; now end the way a SIGTERM ends a process, as without --demo.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -17,6 +18,10 @@ from clinvk.domain.errors import ClinvkError
 from clinvk.domain.models import PromptRequest, RunSpec
 from clinvk.domain.services import Services
 from clinvk.entrypoints.bootstrap import bootstrap
+
+if TYPE_CHECKING:
+    from clinvk.adapters.backends.discovery import CliLocation
+    from clinvk.entrypoints.demo import Demo
 
 
 def _prototypes(services: Services) -> list[RunSpec]:
@@ -52,21 +57,55 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def build_app(config: Config, *, api_keys: Sequence[str] = ()):
+def backend_reporter(log: Any) -> Any:
+    """The start-up report of one backend: which binary and version, or how to get one."""
+    from clinvk.adapters.backends.discovery import PINNED_VERSIONS
+
+    def report(found: CliLocation, version: str | None, error: str | None) -> None:
+        if found.path is None:
+            log.warning(
+                "backend unavailable", backend=found.name, reason=found.problem, fix=found.hint
+            )
+        elif version is None:
+            log.warning(
+                "backend found, but `--version` failed",
+                backend=found.name, path=found.path, found_in=found.source, error=error,
+            )
+        else:
+            fields: dict[str, Any] = {}
+            pinned = PINNED_VERSIONS.get(found.name)
+            if pinned and pinned != version:
+                fields["tested_with"] = pinned
+            log.info(
+                "backend found", backend=found.name, version=version, path=found.path,
+                found_in=found.source, **fields,
+            )
+
+    return report
+
+
+def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = False):
     """The ASGI app for a config, with the runner's process groups drained on shutdown."""
     metrics = Metrics() if config.server.metrics_enabled else None
     services = bootstrap(config, metrics=metrics)
     if metrics is not None:
         metrics.track_processes(lambda: _live_processes(services))
     runner = services.runner
+    report = backend_reporter(get_logger("clinvk.backends"))
 
     async def startup() -> None:
         await services.sessions.purge_expired()
+        probe_versions = getattr(runner, "probe_versions", None)
+        if probe_versions is not None:
+            probe_versions(report)
         start_pool = getattr(runner, "start_pool", None)
         if start_pool is not None:
             await start_pool(_prototypes(services))
 
     async def shutdown() -> None:
+        stop_probes = getattr(runner, "stop_probes", None)
+        if stop_probes is not None:
+            stop_probes()
         close_pool = getattr(runner, "close_pool", None)
         if close_pool is not None:
             await close_pool()
@@ -75,13 +114,18 @@ def build_app(config: Config, *, api_keys: Sequence[str] = ()):
             groups.terminate_all()
 
     app = create_app(
-        services, on_startup=startup, on_shutdown=shutdown, api_keys=api_keys, metrics=metrics
+        services,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        api_keys=api_keys,
+        metrics=metrics,
+        demo=demo,
     )
     return services, app
 
 
-def serve(config: Config) -> int:
-    """Run `clinvk serve` until interrupted."""
+def serve(config: Config, *, demo: Demo | None = None) -> int:
+    """Run `clinvk serve` until interrupted (with `demo`, against the stand-in model API)."""
     configure_logging()
     log = get_logger("clinvk.server")
     server = config.server
@@ -92,10 +136,13 @@ def serve(config: Config) -> int:
         log.error("cannot load API keys; not starting", error=str(exc))
         return 2
     try:
-        services, app = build_app(config, api_keys=keys)
+        services, app = build_app(config, api_keys=keys, demo=demo is not None)
     except ValueError as exc:  # settings only checkable as they are built (proxies, rates)
         log.error("invalid configuration; not starting", error=str(exc))
         return 2
+    discover = getattr(services.runner, "discover", None)
+    if discover is not None:
+        discover()  # the one full search (it may ask npm), before anything reports
     log.info(
         "clinvk listening",
         url=f"http://{server.host}:{server.port}",
@@ -103,7 +150,21 @@ def serve(config: Config) -> int:
         auth="api keys" if keys else "off",
         rate_limit=server.rate_limit_enabled,
         metrics=server.metrics_enabled,
+        **({"mode": "demo"} if demo is not None else {}),
     )
+    if demo is not None:
+        log.warning(
+            "demo mode: the CLIs talk to clinvk's stand-in model API; every answer is canned "
+            "and starts with [clinvk demo]",
+            model_api=demo.url,
+            state=demo.folder,
+        )
+        if demo.missing:
+            log.warning(
+                "demo mode without some CLIs",
+                missing=list(demo.missing),
+                fix=demo.advice,
+            )
     if not keys and not is_loopback(server.host):
         log.warning(
             "binding to a non-loopback address without API keys exposes the CLIs to the "

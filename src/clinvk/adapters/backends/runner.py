@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
+from collections.abc import Callable
 
 from clinvk.adapters.backends.base import CliBackend, build_env
 from clinvk.adapters.backends.claude import ClaudeBackend
 from clinvk.adapters.backends.codex import CodexBackend
+from clinvk.adapters.backends.discovery import CliDiscovery, CliLocation, VersionProbes
 from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.pool import WarmPool, pool_key
 from clinvk.adapters.backends.process import ProcessGroups, drive, spawn
-from clinvk.domain.config import Config
+from clinvk.domain.config import BackendConfig, Config
 from clinvk.domain.errors import (
     BackendFailed,
     BackendTimeout,
@@ -33,11 +34,22 @@ def default_backends() -> dict[str, CliBackend]:
 class SubprocessBackendRunner:
     """Runs the CLIs as subprocesses in their own process groups."""
 
-    def __init__(self, config: Config, backends: dict[str, CliBackend] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        backends: dict[str, CliBackend] | None = None,
+        *,
+        discovery: CliDiscovery | None = None,
+    ) -> None:
         self._config = config
         self._backends = backends or default_backends()
         self.groups = ProcessGroups()
         self.pool = WarmPool(idle_secs=config.server.warm_pool_idle_secs)
+        self._discovery = discovery if discovery is not None else CliDiscovery()
+        self._found: dict[str, CliLocation] = {}
+        #: `--version` answers by executable path, filled in by `probe_versions`.
+        self._versions: dict[str, str] = {}
+        self._probes = VersionProbes()
 
     def names(self) -> list[str]:
         return list(self._backends)
@@ -48,24 +60,80 @@ class SubprocessBackendRunner:
         except KeyError:
             raise UnknownBackend(name, self.names()) from None
 
-    def executable(self, name: str) -> str | None:
-        """Absolute path of the backend's command, or None when it is not found/enabled."""
+    def locate(self, name: str, *, ask_npm: bool = False) -> CliLocation:
+        """Where backend `name`'s CLI is: the configured command, else found by discovery.
+
+        The answer is kept while that file stays executable; a backend that was not found
+        is searched again (cheaply, without npm) on each call, so installing a CLI while the
+        server runs makes it available.
+        """
         cfg = self._config.backend(name)
         if not cfg.enabled:
-            return None
-        command = cfg.command or name
+            return CliLocation(
+                name=name,
+                problem="disabled in config",
+                hint=f"set `backends.{name}.enabled: true` to use it",
+            )
+        known = self._found.get(name)
+        if known is not None and known.path is not None and os.access(known.path, os.X_OK):
+            return known
         path = cfg.env.get("PATH") or os.environ.get("PATH")
-        return shutil.which(command, path=path)
+        if cfg.command:
+            found = self._discovery.locate_command(name, cfg.command, path=path)
+        else:
+            found = self._discovery.locate(name, path=path, ask_npm=ask_npm)
+        self._found[name] = found
+        return found
+
+    def executable(self, name: str) -> str | None:
+        """Absolute path of the backend's command, or None when it is not found/enabled."""
+        return self.locate(name).path
+
+    def discover(self) -> list[CliLocation]:
+        """Look for every backend's CLI now, asking npm for its prefix if need be (start-up)."""
+        return [self.locate(name, ask_npm=True) for name in self._backends]
+
+    def probe_versions(
+        self, on_report: Callable[[CliLocation, str | None, str | None], None]
+    ) -> None:
+        """Run each found CLI's `--version` once, off the request path; call
+        `on_report(location, version, error)` per backend (at once for a missing one).
+
+        The probe gets the server's base environment only: a version needs no backend
+        secrets, and it must not look like one of the backend's runs.
+        """
+        for found in self.discover():
+            if found.path is None:
+                on_report(found, None, None)
+                continue
+            path = found.path
+            cfg = self._config.backend(found.name)
+            base = BackendConfig(env={"PATH": cfg.env["PATH"]} if "PATH" in cfg.env else {})
+            env = build_env(self._backends[found.name].env_prefixes, base, {})
+
+            def done(version, error, found=found, path=path) -> None:
+                if version is not None:
+                    self._versions[path] = version
+                on_report(found, version, error)
+
+            self._probes.start(path, env, done)
+
+    def stop_probes(self) -> None:
+        """End any `--version` probe still running (shutdown)."""
+        self._probes.close()
 
     def info(self, backend: str) -> BackendInfo:
         self._backend(backend)
+        path = self.executable(backend)
         return BackendInfo(
             name=backend,
-            available=self.executable(backend) is not None,
+            available=path is not None,
             model=self._config.backend(backend).model or None,
             warm_pool_size=self.pool.size(backend),
             warm_pool_ready=self.pool.ready(backend),
             warm_pool_hits=self.pool.hits.get(backend, 0),
+            path=path,
+            version=self._versions.get(path) if path is not None else None,
         )
 
     def _warm(self, backend: CliBackend, spec: RunSpec, cfg, exe: str, sp_file: str | None):
@@ -109,10 +177,10 @@ class SubprocessBackendRunner:
     async def run(self, spec: RunSpec, on_event: EventSink | None = None) -> RunResult:
         backend = self._backend(spec.backend)
         cfg = self._config.backend(spec.backend)
-        exe = self.executable(spec.backend)
+        found = self.locate(spec.backend)
+        exe = found.path
         if exe is None:
-            detail = "disabled in config" if not cfg.enabled else f"{cfg.command or spec.backend!r} not found"
-            raise BackendUnavailable(spec.backend, detail)
+            raise BackendUnavailable(spec.backend, found.problem or "not found")
         sp_file = _write_temp(spec.system_prompt, ".md") if spec.system_prompt else None
         stdin_file: str | None = None
         try:

@@ -1,21 +1,23 @@
 """A local stand-in for the Anthropic, OpenAI Responses and Gemini model APIs.
 
 The real `claude`, `codex` and `gemini` CLIs are pointed at this server (via their base-URL
-settings, see tests/support/clis.py) so tests can run them end to end without a network or
-keys. It answers every generation call with fixed text (`w0 w1 ...` or a chosen reply),
-streams it piece by piece, and records every model call so a test can check what the CLI
-actually sent (the prompt verbatim, the earlier turns of a resumed session).
+settings, see `clinvk.adapters.demo.settings`) so they run end to end without a network or
+keys: the real-CLI tests use it, and so does `clinvk serve --demo`. It answers every
+generation call with fixed text (`w0 w1 ...` or a chosen reply), streams it piece by piece,
+and records model calls so a test can check what the CLI actually sent (the prompt
+verbatim, the earlier turns of a resumed session).
 
 Knobs (constructor kwargs, CLI flags, or `POST /_control` at runtime):
   words, delay_ms, fail_status, hang, reply, input_tokens  -- see DEFAULT_KNOBS.
 Control endpoints: GET/POST /_control, POST /_reset, GET/DELETE /_log.
 
-Stdlib only, so the test suite needs nothing beyond pytest.
+Stdlib only: the test suite and the demo need nothing else to run it.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import re
 import socket
@@ -397,13 +399,17 @@ class ModelDouble:
     Knob changes and the request log are shared by all handler threads under one lock.
     """
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", **knobs: Any):
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", *, log_limit: int | None = None,
+        **knobs: Any,
+    ):
+        """`log_limit` keeps only the newest calls (a long-running demo must not grow)."""
         _check_knobs(knobs)
         self.host, self.port = host, port
         self._initial = {**DEFAULT_KNOBS, **knobs}
         self._knobs = dict(self._initial)
         self._lock = threading.Lock()
-        self._log: list[dict] = []
+        self._log: collections.deque[dict] = collections.deque(maxlen=log_limit)
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._server: _Server | None = None

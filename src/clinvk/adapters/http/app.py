@@ -39,6 +39,9 @@ class WarmPoolHealth(msgspec.Struct, kw_only=True):
 class BackendHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str
     available: bool
+    #: The CLI's executable and the version it reported at start-up (when known).
+    path: str | None = None
+    version: str | None = None
     warm_pool: WarmPoolHealth | None = None
 
 
@@ -47,13 +50,15 @@ class StoreHealth(msgspec.Struct, kw_only=True):
     session_count: int
 
 
-class Health(msgspec.Struct, kw_only=True):
+class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str
     version: str
     uptime: str
     uptime_millis: int
     backends: list[BackendHealth]
     session_store: StoreHealth
+    #: Present (true) only under `clinvk serve --demo`: answers are canned, not a model's.
+    demo: bool = False
 
 
 def _duration(seconds: float) -> str:
@@ -74,11 +79,13 @@ def create_app(
     on_shutdown: Callable[[], object] | None = None,
     api_keys: Sequence[str] = (),
     metrics: RequestObserver | None = None,
+    demo: bool = False,
 ) -> Starlette:
     """Assemble the whole HTTP server around the services.
 
     `api_keys` (non-empty) turns authentication on; `metrics` (given when metrics are
-    enabled) counts every request and serves GET /metrics.
+    enabled) counts every request and serves GET /metrics; `demo` says in /health that the
+    CLIs talk to clinvk's stand-in model API.
     """
     started = time.monotonic()
 
@@ -87,6 +94,8 @@ def create_app(
             BackendHealth(
                 name=b.name,
                 available=b.available,
+                path=b.path,
+                version=b.version,
                 warm_pool=WarmPoolHealth(
                     size=b.warm_pool_size, ready=b.warm_pool_ready, hits=b.warm_pool_hits
                 )
@@ -114,6 +123,7 @@ def create_app(
             uptime_millis=int(up * 1000),
             backends=backends,
             session_store=store,
+            demo=demo,
         )
         return _json(body, 200 if status != "unhealthy" else 503)
 
