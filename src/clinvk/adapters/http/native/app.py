@@ -117,6 +117,13 @@ def _line(event: ev.StreamEvent, backend: str, session_id: str | None) -> Stream
                       session_id=session_id, content=content)
 
 
+def _prefers_plain_text(request: Request) -> bool:
+    # clinvoker answers every non-stream format with its JSON body, and its clients
+    # decode that; the bare text is for clients that ask for it by name.
+    accept = request.headers.get("accept", "")
+    return "text/plain" in accept and "application/json" not in accept
+
+
 def _wants_stream(request: Request, body: PromptRequest) -> bool:
     if body.output_format == "stream-json":
         return True
@@ -138,7 +145,7 @@ class NativeApi:
         except ClientDisconnected:
             return Response(status_code=499)
         headers = {"X-Clinvk-Session-Id": result.session_id} if result.session_id else None
-        if body.output_format == "text":
+        if body.output_format == "text" and _prefers_plain_text(request):
             return PlainTextResponse(result.output, headers=headers)
         return _json(_prompt_response(result), headers=headers)
 
