@@ -57,7 +57,7 @@ _EXECUTABLE_MAGIC = (
     b"\xca\xfe\xba\xbe",
 )
 
-_VERSION_RE = re.compile(r"\b(\d+\.\d+\.\d+(?:[-+][0-9A-Za-z][0-9A-Za-z.+-]*)?)")
+_VERSION_RE = re.compile(r"(?<![\w.])v?(\d+\.\d+\.\d+(?:[-+][0-9A-Za-z][0-9A-Za-z.+-]*)?)")
 
 Probe = Callable[[str], str]
 """path -> "ok", "missing" or "placeholder"."""
@@ -397,15 +397,18 @@ class VersionProbes:
         on_done: Callable[[str | None, str | None], None],
         *,
         timeout: float = VERSION_TIMEOUT_SECS,
-    ) -> None:
-        """Run `path --version` in a thread; call `on_done(version, error)` when it ends."""
+        on_start: Callable[[], None] | None = None,
+    ) -> threading.Thread:
+        """Run `path --version` in a thread; call `on_done(version, error)` when it ends
+        (never after `close()`), and `on_start()` once the process runs."""
         thread = threading.Thread(
-            target=self._run, args=(path, env, on_done, timeout), daemon=True,
+            target=self._run, args=(path, env, on_done, timeout, on_start), daemon=True,
             name=f"clinvk-version:{os.path.basename(path)}",
         )
         thread.start()
+        return thread
 
-    def _run(self, path, env, on_done, timeout) -> None:
+    def _run(self, path, env, on_done, timeout, on_start) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -426,6 +429,8 @@ class VersionProbes:
         if proc is None:
             on_done(None, error)
             return
+        if on_start is not None:
+            on_start()
         try:
             out, _ = proc.communicate(timeout=timeout)
             text = out.decode("utf-8", "replace").strip()
