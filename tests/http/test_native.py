@@ -53,6 +53,7 @@ def test_bad_input_is_400_naming_the_field(client, body, field):
     assert r.status_code == 400, r.text
     problem = r.json()
     assert problem["status"] == 400 and problem["field"] == field
+    assert problem["errors"] == [{"message": problem["detail"], "location": f"body.{field}"}]
     assert r.headers["content-type"].startswith("application/problem+json")
 
 

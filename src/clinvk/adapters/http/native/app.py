@@ -18,6 +18,7 @@ from clinvk.adapters.http.native.schemas import (
     BackendsResponse,
     DeletedResponse,
     Problem,
+    ProblemDetail,
     PromptResponse,
     SessionsResponse,
     StreamLine,
@@ -59,6 +60,9 @@ def problem(exc: ClinvkError) -> Response:
         field=getattr(exc, "field", None),
         error=exc.message,
     )
+    if body.field:
+        # clinvoker's (huma's) problem bodies list each invalid field here.
+        body.errors = [ProblemDetail(message=exc.message, location=f"body.{body.field}")]
     headers = {}
     result = getattr(exc, "result", None)
     if isinstance(result, PromptResult):

@@ -47,6 +47,14 @@ class DeletedResponse(msgspec.Struct, kw_only=True):
     id: str
 
 
+class ProblemDetail(msgspec.Struct, kw_only=True):
+    """One invalid field, as clinvoker's problem bodies list them."""
+
+    message: str
+    #: Where in the request: `body.<field>`, e.g. `body.tasks[0].backend`.
+    location: str
+
+
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """An error, as RFC 9457 problem details plus a machine `code` and the offending `field`."""
 
@@ -62,6 +70,7 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     exit_code: int | None = None
     output: str | None = None
     retry_after: float | None = None
+    errors: list[ProblemDetail] | None = None
 
 
 class StreamLine(msgspec.Struct, kw_only=True, omit_defaults=True):
