@@ -13,6 +13,8 @@ from clinvk.domain.chat import Turn, render_conversation
 from clinvk.domain.config import Config, ServerConfig
 from clinvk.domain.errors import (
     BackendFailed,
+    BackendLimited,
+    BackendOverloaded,
     BackendTimeout,
     BackendUnavailable,
     Overloaded,
@@ -22,7 +24,7 @@ from clinvk.domain.errors import (
 )
 from clinvk.domain.models import TokenUsage
 from clinvk.entrypoints.bootstrap import bootstrap
-from tests.fakes import FakeBackendRunner, FakeClock, FakeIds, FakeSessionStore
+from tests.fakes import AppSpy, FakeBackendRunner, FakeClock, FakeIds, FakeSessionStore
 
 URL = "/anthropic/v1/messages"
 
@@ -284,6 +286,8 @@ def _raise(exc):
         (BackendTimeout("claude", 5), 504, "timeout_error"),
         (BackendUnavailable("claude"), 503, "overloaded_error"),
         (Overloaded("too many runs", retry_after=2.4), 429, "rate_limit_error"),
+        (BackendLimited("claude", "rate limited"), 429, "rate_limit_error"),
+        (BackendOverloaded("claude", "overloaded"), 503, "overloaded_error"),
         (SessionBusy("s9"), 409, "invalid_request_error"),
         (SessionNotFound("s9"), 404, "not_found_error"),
         (WorkdirForbidden("workdir is blocked"), 403, "permission_error"),
@@ -299,7 +303,14 @@ def test_domain_errors_map_to_anthropic_statuses_and_types(client, runner, exc, 
 def test_retry_hints(client, runner):
     """Overloaded carries Retry-After; a timeout and a missing CLI tell the SDK not to retry."""
     runner.run = _raise(Overloaded("busy", retry_after=2.4))
-    assert client.post(URL, json=body()).headers["retry-after"] == "2"
+    assert client.post(URL, json=body()).headers["retry-after"] == "3"  # never too early
+    runner.run = _raise(BackendLimited("claude", "rate limited", retry_after=20))
+    r = client.post(URL, json=body())
+    assert (r.status_code, r.headers["retry-after"]) == (429, "20")
+    assert "x-should-retry" not in r.headers
+    runner.run = _raise(BackendLimited("claude", "usage limit", kind="usage", retry_after=7200))
+    r = client.post(URL, json=body())
+    assert (r.headers["retry-after"], r.headers["x-should-retry"]) == ("7200", "false")
     runner.run = _raise(BackendTimeout("claude", 5))
     assert client.post(URL, json=body()).headers["x-should-retry"] == "false"
 
@@ -370,12 +381,16 @@ def test_stream_events_come_in_anthropics_order(client):
     assert delta["usage"] == {"input_tokens": 3, "output_tokens": 3}
 
 
-def test_quiet_cli_gets_ping_events(client, runner):
+def test_quiet_cli_gets_ping_events(services, runner):
     """While the CLI is silent longer than heartbeat_secs, `ping` events keep the stream alive."""
-    runner.delay = 0.5
-    _, text = stream(client)
+    app = AppSpy(create_app(services))
+    runner.hold = app.when_sent(b"event: ping")  # the CLI says nothing until a ping went out
+    with TestClient(app) as client:
+        _, text = stream(client)
     events = sse_events(text)
     assert ("ping", {"type": "ping"}) in events
+    names = [n for n, _ in events]
+    assert names.index("ping") < names.index("content_block_delta")
     assert [n for n, _ in events if n != "ping"][-1] == "message_stop"
 
 

@@ -14,7 +14,7 @@ from clinvk.domain.chat import Turn, render_conversation
 from clinvk.domain.errors import BackendTimeout, Overloaded
 from clinvk.domain.models import PromptResult, TokenUsage
 from clinvk.entrypoints.bootstrap import bootstrap
-from tests.fakes import FakeClock, FakeIds
+from tests.fakes import AppSpy, FakeClock, FakeIds
 
 URL = "/openai/v1/chat/completions"
 
@@ -404,7 +404,7 @@ def test_overload_is_429_with_retry_after(client, services, monkeypatch):
 
     monkeypatch.setattr(services.prompt, "run", refuse)
     r = chat(client)
-    assert r.status_code == 429 and r.headers["retry-after"] == "2"
+    assert r.status_code == 429 and r.headers["retry-after"] == "3"
     assert r.json()["error"]["type"] == "rate_limit_error"
 
 
@@ -492,12 +492,15 @@ def test_stream_include_usage_adds_a_usage_chunk(client, runner):
     assert last["usage"]["prompt_tokens"] == 3 and last["usage"]["total_tokens"] == 6
 
 
-def test_stream_sends_heartbeat_comments_while_quiet(client, runner):
+def test_stream_sends_heartbeat_comments_while_quiet(services, runner):
     """A quiet stream carries `: ping` comment lines at the heartbeat interval."""
+    app = AppSpy(create_app(services))
     runner.reply = "slow words"
-    runner.delay = 0.5  # heartbeat_secs is 0.2 in the test config
-    r = chat(client, stream=True)
+    runner.hold = app.when_sent(b": ping")  # the CLI says nothing until a ping went out
+    with TestClient(app) as client:
+        r = chat(client, stream=True)
     assert ": ping\n\n" in r.text
+    assert r.text.index(": ping") < r.text.index('"content":"slow"')
     assert "".join(
         json.loads(e)["choices"][0]["delta"].get("content", "")
         for e in sse_events(r.text)[:-1]

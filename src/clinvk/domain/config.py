@@ -6,6 +6,8 @@ Unknown keys are errors so a typo never silently does nothing.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from clinvk.domain.models import ApprovalMode, SandboxMode
@@ -78,6 +80,11 @@ class ServerConfig(_Section):
     #: Invocations (option sets) the warm pool keeps per backend: the default one plus ones
     #: learnt from requests that missed, least recently used dropped first.
     warm_pool_signatures: int = 2
+    #: Environment a CLI gets: `inherit` = the server's, minus clinvk's secrets and
+    #: `cli_env_deny`; `minimal` = a short allow-list plus each CLI's own prefixes.
+    cli_env: Literal["inherit", "minimal"] = "inherit"
+    #: Names or globs (`*_TOKEN`) never passed to a CLI, on top of clinvk's own secrets.
+    cli_env_deny: list[str] = msgspec.field(default_factory=list)
 
 
 class UnifiedFlags(_Section):
@@ -93,6 +100,8 @@ class UnifiedFlags(_Section):
     command_timeout_secs: float = 0
     #: End a run whose CLI printed nothing for this long; 0 = off.
     idle_timeout_secs: float = 0
+    #: Each CLI's retry budget for failed model-API calls; None = the CLI's own default.
+    max_retries: int | None = None
 
 
 class BackendConfig(_Section):
@@ -113,6 +122,11 @@ class BackendConfig(_Section):
     max_concurrent: int = 0
     #: Processes of this CLI kept started and waiting for a prompt (claude, codex); 0 = off.
     warm_pool: int = 0
+    #: This CLI's retry budget for failed model-API calls; None = unified_flags.max_retries.
+    max_retries: int | None = None
+    #: `backend` or `backend/model` entries tried in order when a run of this backend fails
+    #: retryably before any text was sent (a request's own `fallback` replaces this list).
+    fallback: list[str] = msgspec.field(default_factory=list)
 
 
 class SessionConfig(_Section):

@@ -9,6 +9,9 @@
      ├── Overloaded              admission control refused the run (queue full or wait ran out)
      ├── BackendUnavailable      the backend's command is not installed / not enabled
      ├── BackendFailed           the CLI ran and reported a failure (carries its own message)
+     │    ├── BackendLimited     the model API refused: rate or usage/quota limit (429)
+     │    ├── BackendOverloaded  the model API is overloaded (529 / 503)
+     │    └── BackendMissingEnv  the CLI needs an environment variable it was not given
      └── BackendTimeout          the run hit its deadline (or idle timeout) and was terminated
 
 Adapters translate OSError, exit codes and timeouts into this tree in one place each;
@@ -116,13 +119,88 @@ class BackendFailed(ClinvkError):
     code = "backend_failed"
 
     def __init__(
-        self, backend: str, message: str, *, exit_code: int | None = None, result: Any = None
+        self,
+        backend: str,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        result: Any = None,
+        upstream_status: int | None = None,
     ) -> None:
         super().__init__(bounded(message) or f"{backend} failed with exit code {exit_code}")
         self.backend = backend
         self.exit_code = exit_code
         #: The partial run result (output so far, usage, ids) when one exists.
         self.result = result
+        #: The model API's HTTP status behind the failure, when the CLI reported one.
+        self.upstream_status = upstream_status
+
+
+class BackendLimited(BackendFailed):
+    """The model API refused the CLI's calls for a rate limit or a usage/quota limit.
+
+    `retry_after`: seconds until the limit resets, when the CLI said so; `kind`: `rate` or
+    `usage` (a subscription's or a quota's limit, usually hours away).
+    """
+
+    code = "backend_rate_limited"
+
+    def __init__(
+        self,
+        backend: str,
+        message: str,
+        *,
+        kind: str = "rate",
+        retry_after: float | None = None,
+        exit_code: int | None = None,
+        result: Any = None,
+    ) -> None:
+        super().__init__(backend, message, exit_code=exit_code, result=result)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class BackendOverloaded(BackendFailed):
+    """The model API said it is overloaded (Anthropic 529, a 503); worth trying elsewhere."""
+
+    code = "backend_overloaded"
+
+    def __init__(
+        self,
+        backend: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        exit_code: int | None = None,
+        result: Any = None,
+    ) -> None:
+        super().__init__(backend, message, exit_code=exit_code, result=result)
+        self.retry_after = retry_after
+
+
+class BackendMissingEnv(BackendFailed):
+    """The CLI failed because an environment variable it reads was not passed to it."""
+
+    code = "backend_missing_env"
+
+    def __init__(
+        self,
+        backend: str,
+        variable: str,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        result: Any = None,
+    ) -> None:
+        super().__init__(
+            backend,
+            f"{message} — {backend} needs the environment variable {variable}, which it was "
+            f"not given: set it in backends.{backend}.env, or pass the server's own value "
+            f"through (server.cli_env: inherit, and keep it out of server.cli_env_deny)",
+            exit_code=exit_code,
+            result=result,
+        )
+        self.variable = variable
 
 
 class BackendTimeout(ClinvkError):

@@ -77,6 +77,30 @@ class Done(_Event, tag="done"):
     model: str | None = None
 
 
+class Retry(_Event, tag="retry"):
+    """The CLI is retrying a failed model-API call (it reported the attempt)."""
+
+    attempt: int
+    #: Most attempts the CLI will make, when it said.
+    max_attempts: int | None = None
+    #: The model API's HTTP status, when known.
+    status: int | None = None
+    message: str = ""
+    #: Seconds until the next attempt, when the CLI said.
+    delay_secs: float | None = None
+
+
+class Fallback(_Event, tag="fallback"):
+    """A run failed before any text was sent and the request moves to the next backend."""
+
+    #: `backend` or `backend/model` that failed, and why.
+    failed: str
+    reason: str
+    code: str
+    #: `backend` or `backend/model` tried next.
+    next: str
+
+
 class Error(_Event, tag="error"):
     """The run failed."""
 
@@ -84,4 +108,6 @@ class Error(_Event, tag="error"):
     code: str = "backend_failed"
 
 
-StreamEvent = Union[Init, TextDelta, Message, ToolUse, ToolResult, Usage, Notice, Done, Error]
+StreamEvent = Union[
+    Init, TextDelta, Message, ToolUse, ToolResult, Usage, Notice, Retry, Fallback, Done, Error
+]

@@ -66,6 +66,11 @@ class PromptRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     #: Continue this clinvk session (the CLI resumes its own session).
     session_id: str | None = None
+    #: The CLI's own retry budget for failed model-API calls; None = the CLI's default.
+    max_retries: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: `backend` or `backend/model` entries tried in order when this run fails retryably
+    #: before any text was sent.
+    fallback: list[str] = msgspec.field(default_factory=list)
 
 
 class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,6 +93,8 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     timeout_secs: float | None = None
     #: End the run when the CLI prints nothing for this long; None = off.
     idle_timeout_secs: float | None = None
+    #: The CLI's retry budget for failed model-API calls; None = the CLI's default.
+    max_retries: int | None = None
 
 
 class RunResult(msgspec.Struct, frozen=True, kw_only=True):

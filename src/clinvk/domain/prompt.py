@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import msgspec
 
+from clinvk.domain.chat import TextStream
 from clinvk.domain.config import Config
 from clinvk.domain.errors import (
     BackendFailed,
     BackendTimeout,
     BackendUnavailable,
+    ClinvkError,
     InvalidRequest,
     SessionBusy,
     UnknownBackend,
 )
-from clinvk.domain.events import Done, Init, Message, StreamEvent
+from clinvk.domain.events import Done, Fallback, Init, Message, StreamEvent
+from clinvk.domain.fallback import Target, plan, should_fall_back
 from clinvk.domain.models import (
     PromptRequest,
     PromptResult,
@@ -131,6 +134,11 @@ class PromptService:
             resume_id=resume_id,
             timeout_secs=self.deadline(),
             idle_timeout_secs=idle if idle and idle > 0 else None,
+            max_retries=next(
+                (r for r in (request.max_retries, backend.max_retries, flags.max_retries)
+                 if r is not None),
+                None,
+            ),
         )
 
     # -- running ----------------------------------------------------------------------
@@ -165,6 +173,7 @@ class PromptService:
         else:
             workdir = self.workdir(request.workdir)
 
+        targets = self._targets(request, session)
         spec = self.spec(
             request, workdir=workdir, resume_id=session.backend_session_id if session else None
         )
@@ -202,10 +211,87 @@ class PromptService:
                 raise SessionBusy(session_id)
             self._busy.add(session_id)
         try:
-            return await self._run(spec, session, on_event)
+            return await self._run_targets(request, targets, spec, session, on_event)
         finally:
             if session_id is not None:
                 self._busy.discard(session_id)
+
+    def _targets(self, request: PromptRequest, session: Session | None) -> list[Target]:
+        """The primary target and its fallbacks (request's list, else the backend's)."""
+        entries = request.fallback or self._config.backend(request.backend).fallback
+        field = "fallback" if request.fallback else f"backends.{request.backend}.fallback"
+        targets = plan(
+            Target(backend=request.backend, model=request.model),
+            entries,
+            self._runner.names(),
+            field,
+        )
+        for i, target in enumerate(targets[1:]):
+            _no_nul(**{f"fallback[{i}]": target.model})
+        if session is not None and session.backend_session_id:
+            # Only the same CLI can resume its own conversation; other backends would
+            # silently answer without the session's history.
+            targets = [t for t in targets if t.backend == session.backend]
+        return targets
+
+    async def _run_targets(
+        self,
+        request: PromptRequest,
+        targets: list[Target],
+        spec: RunSpec,
+        session: Session | None,
+        on_event: EventSink | None,
+    ) -> PromptResult:
+        """Run on the first target; on a retryable failure before any text reached the
+        client, run the same request on the next one (see domain/fallback.py)."""
+        text_sent = False
+        chat = TextStream()
+
+        async def watch(event: StreamEvent) -> None:
+            nonlocal text_sent
+            if chat.text(event):
+                text_sent = True
+            if on_event is not None:
+                await on_event(event)
+
+        tried: list[Target] = []
+        for i, target in enumerate(targets):
+            if i > 0:
+                if not self._runner.info(target.backend).available:
+                    continue  # a fallback whose CLI is missing is passed over
+                spec = self._fallback_spec(request, target, spec, session)
+            tried.append(target)
+            try:
+                return await self._run(spec, session, watch)
+            except ClinvkError as exc:
+                following = [t for t in targets[i + 1 :]
+                             if self._runner.info(t.backend).available]
+                if not should_fall_back(exc, text_sent=text_sent, has_next=bool(following)):
+                    raise
+                if on_event is not None:
+                    await on_event(
+                        Fallback(
+                            failed=target.label(),
+                            reason=exc.message,
+                            code=exc.code,
+                            next=following[0].label(),
+                        )
+                    )
+        raise AssertionError("unreachable: the last target's failure is re-raised")
+
+    def _fallback_spec(
+        self, request: PromptRequest, target: Target, primary: RunSpec, session: Session | None
+    ) -> RunSpec:
+        same_cli = target.backend == request.backend
+        moved = msgspec.structs.replace(
+            request,
+            backend=target.backend,
+            model=target.model,
+            # `extra` flags are allow-listed per CLI: another CLI does not take them.
+            extra=request.extra if same_cli else [],
+        )
+        resume = session.backend_session_id if session and same_cli else None
+        return self.spec(moved, workdir=primary.workdir, resume_id=resume)
 
     @staticmethod
     async def _dry_run(
@@ -305,6 +391,8 @@ class PromptService:
         def change(current: Session) -> Session:
             return msgspec.structs.replace(
                 current,
+                # A fallback run's session belongs to the backend that answered.
+                backend=run.backend if run is not None and not failed else current.backend,
                 last_used=now,
                 status="error" if failed else "active",
                 turn_count=current.turn_count + (1 if run is not None and not failed else 0),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from clinvk.domain.models import ApprovalMode, PositiveInt, SandboxMode
@@ -20,3 +22,8 @@ class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     session_id: str | None = None
     #: Keep no session for this request.
     ephemeral: bool = False
+    #: The CLI's own retry budget for failed model-API calls; None = configured / CLI default.
+    max_retries: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: `backend` or `backend/model` entries tried in order when the run fails retryably
+    #: before any text was sent.
+    fallback: list[str] = msgspec.field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Protocol
 
@@ -15,6 +16,8 @@ _STATUS: list[tuple[type[e.ClinvkError], int]] = [
     (e.SessionNotFound, 404),
     (e.SessionBusy, 409),
     (e.Overloaded, 429),
+    (e.BackendLimited, 429),
+    (e.BackendOverloaded, 503),
     (e.BackendFailed, 502),
     (e.BackendUnavailable, 503),
     (e.BackendTimeout, 504),
@@ -65,3 +68,24 @@ def decode_body(decoder: BodyDecoder, body: bytes):
         return decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise invalid_body(exc) from None
+
+
+#: A limit further away than this is not worth an SDK's automatic retry.
+_SDK_RETRY_LIMIT_SECS = 60
+
+
+def retry_headers(exc: e.ClinvkError) -> dict[str, str]:
+    """`Retry-After` (whole seconds) when the error says when to come back, and
+    `x-should-retry: false` (read by the OpenAI and Anthropic SDKs) when a retry is futile
+    or far away: a missing CLI, a timed-out agent run, a usage limit hours off."""
+    headers: dict[str, str] = {}
+    wait = getattr(exc, "retry_after", None)
+    if isinstance(exc, (e.Overloaded, e.BackendLimited, e.BackendOverloaded)) and wait:
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    never = isinstance(exc, (e.BackendUnavailable, e.BackendTimeout, e.BackendMissingEnv))
+    far = isinstance(exc, e.BackendLimited) and (
+        exc.kind == "usage" or (wait is not None and wait > _SDK_RETRY_LIMIT_SECS)
+    )
+    if never or far:
+        headers["x-should-retry"] = "false"
+    return headers

@@ -8,7 +8,7 @@ its base URL, so `base_url=".../anthropic/v1"` (as the seed's example has it) an
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 from starlette.applications import Starlette
@@ -65,7 +65,7 @@ class AnthropicApi:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         self.started_at = now.replace("+00:00", "Z")
 
     # -- messages ---------------------------------------------------------------------

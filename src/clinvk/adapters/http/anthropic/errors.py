@@ -9,13 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from clinvk.adapters.http.anthropic.schemas import AnthropicError, AnthropicErrorDetail
-from clinvk.adapters.http.errors import status_for
+from clinvk.adapters.http.errors import retry_headers, status_for
 from clinvk.domain.errors import (
-    BackendTimeout,
-    BackendUnavailable,
     ClinvkError,
     InvalidRequest,
-    Overloaded,
 )
 from clinvk.domain.models import PromptResult
 
@@ -88,12 +85,8 @@ def domain_error_response(exc: ClinvkError) -> Response:
     result = getattr(exc, "result", None)
     if isinstance(result, PromptResult) and result.session_id:
         headers[SESSION_HEADER] = result.session_id
-    if isinstance(exc, Overloaded):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    if isinstance(exc, (BackendUnavailable, BackendTimeout)):
-        # The SDK retries 5xx by default: a missing CLI stays missing, and a retry of a
-        # timed-out run would run the whole agent again for as long (as /openai/v1 does).
-        headers["x-should-retry"] = "false"
+    # The SDKs retry 429/5xx by default: not when the wait is futile or hours away.
+    headers.update(retry_headers(exc))
     return error_response(status_for(exc), message_of(exc), headers)
 
 

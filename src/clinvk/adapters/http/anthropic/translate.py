@@ -126,6 +126,8 @@ def to_prompt_request(
         session_id=options.session_id,
         ephemeral=options.ephemeral,
         metadata=metadata,
+        max_retries=options.max_retries,
+        fallback=list(options.fallback),
     )
 
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from clinvk.adapters.http.errors import decode_body, status_for
+from clinvk.adapters.http.errors import decode_body, retry_headers, status_for
 from clinvk.adapters.http.native.orchestration import OrchestrationApi
 from clinvk.adapters.http.native.schemas import (
     BackendEntry,
@@ -36,7 +36,6 @@ from clinvk.domain.errors import (
     BackendTimeout,
     ClinvkError,
     InvalidRequest,
-    Overloaded,
 )
 from clinvk.domain.models import PromptRequest, PromptResult, SessionQuery
 from clinvk.domain.services import Services
@@ -72,9 +71,9 @@ def problem(exc: ClinvkError) -> Response:
         body.output = result.output
         if result.session_id:
             headers["X-Clinvk-Session-Id"] = result.session_id
-    if isinstance(exc, Overloaded):
-        body.retry_after = exc.retry_after
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    headers.update(retry_headers(exc))
+    if "Retry-After" in headers:
+        body.retry_after = getattr(exc, "retry_after", None)
     return Response(
         _encode(body), status, headers=headers, media_type="application/problem+json"
     )

@@ -9,14 +9,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from clinvk.adapters.http.errors import status_for
+from clinvk.adapters.http.errors import retry_headers, status_for
 from clinvk.adapters.http.openai.schemas import OpenAIError, OpenAIErrorDetail
 from clinvk.domain.errors import (
-    BackendTimeout,
-    BackendUnavailable,
     ClinvkError,
     InvalidRequest,
-    Overloaded,
 )
 from clinvk.domain.models import PromptResult
 
@@ -85,12 +82,8 @@ def error_response(exc: ClinvkError) -> Response:
     result = getattr(exc, "result", None)
     if isinstance(result, PromptResult) and result.session_id:
         headers["X-Clinvk-Session-Id"] = result.session_id
-    if isinstance(exc, Overloaded):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    if isinstance(exc, (BackendUnavailable, BackendTimeout)):
-        # The SDKs retry 5xx by default: a missing CLI stays missing, and a retry of a
-        # timed-out run would run the whole agent again for as long.
-        headers["x-should-retry"] = "false"
+    # The SDKs retry 429/5xx by default: not when the wait is futile or hours away.
+    headers.update(retry_headers(exc))
     return json_response(envelope(exc), status, headers)
 
 

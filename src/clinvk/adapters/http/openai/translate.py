@@ -132,6 +132,8 @@ def to_prompt_request(
         sandbox_mode=options.sandbox_mode if options else "default",
         max_turns=options.max_turns if options else None,
         ephemeral=options.ephemeral if options else False,
+        max_retries=options.max_retries if options else None,
+        fallback=list(options.fallback) if options else [],
     )
 
 
