@@ -14,6 +14,7 @@ import uvicorn
 
 from clinvk.adapters.http.app import create_app
 from clinvk.domain.errors import BackendTimeout, Overloaded
+from tests.fakes import AppSpy
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 
@@ -33,7 +34,7 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a hang guard only
         while not self.server.started:
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.01)
@@ -46,8 +47,14 @@ class LiveServer:
 
 
 @pytest.fixture
-def live(services) -> Iterator[LiveServer]:
-    with LiveServer(create_app(services)) as server:
+def app(services) -> AppSpy:
+    """The whole app, watched: requests started and finished, what its responses carried."""
+    return AppSpy(create_app(services))
+
+
+@pytest.fixture
+def live(app) -> Iterator[LiveServer]:
+    with LiveServer(app) as server:
         yield server
 
 
@@ -58,7 +65,8 @@ def sdk(live) -> Iterator[anthropic.Anthropic]:
         yield client
 
 
-def wait_until(condition, timeout: float = 5.0) -> None:
+def wait_until(condition, timeout: float = 30.0) -> None:
+    """Wait for `condition()`; the generous limit only guards against a hang."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -115,9 +123,10 @@ async def test_async_create(live):
     assert message.content[0].text == "hello from fake"
 
 
-def test_raw_stream_yields_anthropics_events(sdk, runner):
+def test_raw_stream_yields_anthropics_events(sdk, app, runner):
     """stream=True yields the typed events in Anthropic's order, pings skipped by the SDK."""
-    runner.delay = 0.3  # longer than heartbeat_secs, so pings are interleaved
+    pinged = app.when_sent(b"event: ping")
+    runner.hold = pinged  # the CLI says nothing until a ping went out, so one is interleaved
     with sdk.messages.create(model="claude", max_tokens=10, messages=HELLO, stream=True) as s:
         events = list(s)
     types = [e.type for e in events]
@@ -126,6 +135,7 @@ def test_raw_stream_yields_anthropics_events(sdk, runner):
     assert "".join(e.delta.text for e in events if e.type == "content_block_delta") == (
         "hello from fake")
     assert events[-2].delta.stop_reason == "end_turn" and events[-2].usage.output_tokens == 3
+    assert pinged.is_set() and "ping" not in types
 
 
 def test_stream_helper_text_equals_the_non_streamed_answer(sdk):
@@ -204,15 +214,14 @@ def test_backend_failure_is_a_502_api_error(sdk, runner):
     assert err.value.status_code == 502 and "injected 500" in err.value.message
 
 
-def test_missing_cli_is_503_and_not_retried(live, runner):
+def test_missing_cli_is_503_and_not_retried(live, app, runner):
     """A CLI that is not installed raises ServiceUnavailableError at once, without retries."""
     runner.unavailable.add("claude")
     with anthropic.Anthropic(base_url=f"{live.url}/anthropic/v1", api_key="k") as client:
-        started = time.monotonic()
         with pytest.raises(anthropic.ServiceUnavailableError) as err:
             client.messages.create(model="claude", max_tokens=10, messages=HELLO)
     assert err.value.status_code == 503 and err.value.body["error"]["type"] == "overloaded_error"
-    assert time.monotonic() - started < 0.5  # default max_retries=2 would back off first
+    assert app.started == 1  # one request: default max_retries=2 would have asked again
 
 
 def test_timeout_is_504_and_not_retried(live, runner):
@@ -269,11 +278,12 @@ def test_closing_a_stream_terminates_the_cli(sdk, runner):
     wait_until(lambda: runner.live == 0)
 
 
-def test_client_timeout_terminates_a_non_streamed_run(live, runner):
+def test_client_timeout_terminates_a_non_streamed_run(live, app, runner):
     """A client that gives up on a non-streamed answer cancels the CLI run too."""
-    runner.hang = True
+    runner.hang = True  # the run never ends by itself: only its cancellation ends the request
     with anthropic.Anthropic(base_url=f"{live.url}/anthropic/v1", api_key="k",
                              max_retries=0, timeout=0.5) as client:
         with pytest.raises(anthropic.APITimeoutError):
             client.messages.create(model="claude", max_tokens=10, messages=HELLO)
-    wait_until(lambda: runner.live == 0)
+    wait_until(lambda: app.finished == app.started == 1)
+    assert runner.live == 0 and len(runner.runs) <= 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
+from clinvk.adapters.http.middleware.rate_limit import TokenBuckets
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import FakeBackendRunner, FakeClock, FakeIds, FakeSessionStore
 
@@ -43,8 +46,11 @@ def test_health_states_ok_and_degraded(config):
     assert {b["name"]: b["available"] for b in r.json()["backends"]}["codex"] is False
 
 
-def test_health_needs_no_key_but_is_rate_limited(config):
+def test_health_needs_no_key_but_is_rate_limited(config, monkeypatch):
     """Probes need no key even with auth on, and are rate limited like every endpoint."""
+    # A clock that stands still: no token comes back during the test, however slow it runs.
+    monkeypatch.setattr("clinvk.adapters.http.middleware.TokenBuckets",
+                        functools.partial(TokenBuckets, clock=lambda: 1000.0))
     server = msgspec.structs.replace(config.server, rate_limit_enabled=True,
                                      rate_limit_rps=0.1, rate_limit_burst=2)
     services = bootstrap(msgspec.structs.replace(config, server=server),

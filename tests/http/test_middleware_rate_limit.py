@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 import pytest
 from starlette.testclient import TestClient
@@ -11,6 +13,14 @@ from clinvk.adapters.http.middleware.client_ip import ClientAddress
 from clinvk.adapters.http.middleware.rate_limit import TokenBuckets
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import FakeBackendRunner, FakeClock, FakeIds, FakeSessionStore
+
+
+@pytest.fixture(autouse=True)
+def _frozen_buckets(monkeypatch):
+    """The app's token buckets on a clock that stands still, so no token comes back while a
+    test runs however slow the machine is (refilling is tested on TokenBuckets below)."""
+    monkeypatch.setattr("clinvk.adapters.http.middleware.TokenBuckets",
+                        functools.partial(TokenBuckets, clock=lambda: 1000.0))
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import anyio
 import msgspec
@@ -44,9 +44,7 @@ def test_a_request_past_its_deadline_is_504_and_the_run_is_cancelled(
     """A response not started by the deadline becomes a 504 in the dialect's envelope, and
     the CLI run is cancelled (its cleanup ends the process group)."""
     with TestClient(quick_app) as client:
-        t0 = time.monotonic()
-        r = client.post(path, json=body)
-        assert time.monotonic() - t0 < 3
+        r = client.post(path, json=body)  # the CLI never answers: only the deadline ends this
     assert r.status_code == 504, r.text
     assert check(r.json())
     assert runner.live == 0 and len(runner.runs) == 1
@@ -56,8 +54,8 @@ def test_a_request_past_its_deadline_is_504_and_the_run_is_cancelled(
 async def test_a_stream_past_its_deadline_is_cut_and_its_run_cancelled(quick_app, runner):
     """A stream that has started is cut off at the deadline (no clean end) and its run ends."""
     runner.hang = False
-    runner.reply = " ".join(["word"] * 1000)
-    runner.delay = 0.01
+    runner.reply = "one two three"
+    runner.hold, runner.hold_at = threading.Event(), 2  # two words, then silence for good
     sent: list[dict] = []
     body = [b'{"backend": "claude", "prompt": "hi", "output_format": "stream-json"}']
 
@@ -75,10 +73,11 @@ async def test_a_stream_past_its_deadline_is_cut_and_its_run_cancelled(quick_app
              "raw_path": b"/api/v1/prompt", "root_path": "", "query_string": b"",
              "headers": [(b"content-type", b"application/json")],
              "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
-    with anyio.fail_after(3):
+    with anyio.fail_after(30):  # a hang guard only: the deadline is 0.4 s
         await quick_app(scope, receive, send)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
-    assert len(sent) > 5
+    body_sent = b"".join(m.get("body", b"") for m in sent[1:])
+    assert b'"one"' in body_sent and b'" two"' in body_sent and b"three" not in body_sent
     assert sent[-1].get("more_body") is True  # cut, not ended as if complete
     assert runner.live == 0
 
@@ -105,7 +104,7 @@ async def test_a_client_that_stops_reading_does_not_hold_the_request():
         raise AssertionError  # unreachable
 
     timed = RequestTimeoutMiddleware(app, request_timeout=0, write_timeout=0.2)
-    with anyio.fail_after(2):
+    with anyio.fail_after(30):  # a hang guard only: the deadline is 0.2 s
         await timed({"type": "http", "path": "/x"}, receive, stuck_send)
     assert finished.is_set()
 

@@ -13,19 +13,26 @@ from openai import AsyncOpenAI, OpenAI
 
 from clinvk.adapters.http.app import create_app
 from clinvk.domain.errors import BackendTimeout, Overloaded
+from tests.fakes import AppSpy
 
 
 @pytest.fixture
-def server_url(services):
+def app(services) -> AppSpy:
+    """The whole app, watched: requests started and finished, what its responses carried."""
+    return AppSpy(create_app(services))
+
+
+@pytest.fixture
+def server_url(app):
     """Base URL of a uvicorn server running the whole app in a background thread."""
     config = uvicorn.Config(
-        create_app(services), host="127.0.0.1", port=0, log_config=None, log_level="warning",
+        app, host="127.0.0.1", port=0, log_config=None, log_level="warning",
         ws="none", lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a hang guard only
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
@@ -41,7 +48,8 @@ def client(server_url):
         yield c
 
 
-def wait_until(predicate, seconds: float = 3.0) -> bool:
+def wait_until(predicate, seconds: float = 30.0) -> bool:
+    """Whether `predicate()` came true; the generous limit only guards against a hang."""
     deadline = time.monotonic() + seconds
     while not predicate():
         if time.monotonic() > deadline:
@@ -218,15 +226,15 @@ def test_mid_stream_failure_raises_api_error(client, runner):
     assert "".join(seen) == "hello from fake"
 
 
-def test_client_timeout_cancels_the_run(client, runner):
+def test_client_timeout_cancels_the_run(client, app, runner):
     """A client-side timeout on a non-streaming call ends the CLI run on the server."""
-    runner.hang = True
+    runner.hang = True  # the run never ends by itself: only its cancellation ends the request
     with pytest.raises(openai.APITimeoutError):
         client.with_options(timeout=0.5).chat.completions.create(
             model="claude", messages=[{"role": "user", "content": "hi"}]
         )
-    assert runner.max_live == 1
-    assert wait_until(lambda: runner.live == 0), "the run outlived its client"
+    assert wait_until(lambda: app.finished == app.started == 1), "the run outlived its client"
+    assert runner.live == 0 and len(runner.runs) <= 1
 
 
 def test_closing_a_stream_cancels_the_run(client, runner):
@@ -242,11 +250,14 @@ def test_closing_a_stream_cancels_the_run(client, runner):
     assert wait_until(lambda: runner.live == 0), "the run outlived its client"
 
 
-def test_heartbeats_keep_a_slow_stream_alive(server_url, runner):
+def test_heartbeats_keep_a_slow_stream_alive(server_url, app, runner):
     """Heartbeat comments keep a stream alive past the client's read timeout."""
     runner.reply = "a b"
-    runner.delay = 0.6  # heartbeat_secs is 0.2 in the test config
-    with OpenAI(base_url=f"{server_url}/openai/v1", api_key="k", max_retries=0, timeout=0.45) as c:
+    # heartbeat_secs is 0.2 and a ping only goes out after 0.2 s without a write, so the CLI,
+    # silent until 8 pings went out, is silent for at least 1.6 s: past the 1.5 s read
+    # timeout, which the stream outlives only thanks to the pings.
+    runner.hold = app.when_sent(b": ping", times=8)
+    with OpenAI(base_url=f"{server_url}/openai/v1", api_key="k", max_retries=0, timeout=1.5) as c:
         stream = c.chat.completions.create(
             model="claude", messages=[{"role": "user", "content": "hi"}], stream=True
         )
@@ -254,15 +265,16 @@ def test_heartbeats_keep_a_slow_stream_alive(server_url, runner):
 
 
 @pytest.mark.anyio
-async def test_async_timeout_cancels_the_run(server_url, runner):
+async def test_async_timeout_cancels_the_run(server_url, app, runner):
     """An AsyncOpenAI timeout also ends the run on the server."""
-    runner.hang = True
+    runner.hang = True  # the run never ends by itself: only its cancellation ends the request
     async with AsyncOpenAI(base_url=f"{server_url}/openai/v1", api_key="k", max_retries=0,
                            timeout=0.5) as c:
         with pytest.raises(openai.APITimeoutError):
             await c.chat.completions.create(
                 model="gemini", messages=[{"role": "user", "content": "hi"}]
             )
-    with anyio.fail_after(3):
-        while runner.live:
+    with anyio.fail_after(30):  # a hang guard only
+        while not app.finished == app.started == 1:
             await anyio.sleep(0.02)
+    assert runner.live == 0 and len(runner.runs) <= 1

@@ -100,7 +100,7 @@ def test_dry_run_parallel_chain_and_compare_call_no_model(server, model_double):
     outputs = [x["output"] for x in p["results"] + c["results"] + m["results"]]
     assert all(o.startswith("Would execute: ") for o in outputs)
     assert _model_calls(model_double) == []
-    assert server.wait_no_cli(5) == []
+    assert server.wait_no_cli() == []
 
 
 def test_a_real_chain_and_compare_as_clinvoker_users_send_them(server, model_double):

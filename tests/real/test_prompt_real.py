@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 
 import httpx
@@ -13,6 +15,7 @@ from tests.support.model_double import (
     generation_requests,
     user_texts,
 )
+from tests.support.server import SETTLE_SECS, ClinvkServer
 
 pytestmark = pytest.mark.real
 
@@ -45,28 +48,37 @@ def test_answer_and_usage_match_the_double(clinvk_server, model_double, backend)
 
 @pytest.mark.parametrize("backend", ["claude", "gemini"])
 def test_ndjson_events_arrive_while_the_cli_streams(clinvk_server, model_double, backend):
-    """Streamed text deltas reach the client spread over time, as the double emits them."""
-    model_double.set(words=8, delay_ms=150)
-    arrivals: list[float] = []
+    """Streamed text deltas reach the client while the model is still answering: the first
+    ones arrive before the double has even sent the rest."""
+    model_double.set(words=8)
+    model_double.hold_after(3)  # w0 w1 w2, then nothing until this test has seen them
+    released_by_test = False
+    guard = threading.Timer(SETTLE_SECS, model_double.release)  # a hang guard only
+    guard.start()
     lines = []
-    with httpx.stream(
-        "POST", clinvk_server.url + "/api/v1/prompt", timeout=60,
-        json={"backend": backend, "prompt": "count", "output_format": "stream-json"},
-    ) as r:
-        assert r.status_code == 200
-        assert r.headers["x-clinvk-session-id"]
-        for line in r.iter_lines():
-            if not line:
-                continue
-            event = json.loads(line)
-            lines.append(event)
-            if event["type"] == "delta":
-                arrivals.append(time.monotonic())
+    try:
+        with httpx.stream(
+            "POST", clinvk_server.url + "/api/v1/prompt", timeout=60,
+            json={"backend": backend, "prompt": "count", "output_format": "stream-json"},
+        ) as r:
+            assert r.status_code == 200
+            assert r.headers["x-clinvk-session-id"]
+            for line in r.iter_lines():
+                if not line:
+                    continue
+                event = json.loads(line)
+                lines.append(event)
+                deltas = [e for e in lines if e["type"] == "delta"]
+                if len(deltas) == 3 and not released_by_test:
+                    released_by_test = guard.is_alive()
+                    model_double.release()
+    finally:
+        guard.cancel()
+    assert released_by_test, "three deltas should have arrived while the rest was held back"
     assert [e["type"] for e in lines][0] == "init" and lines[-1]["type"] == "done"
-    assert len(arrivals) == 8
-    # 8 pieces, 150 ms apart: the first must arrive long before the last.
-    assert arrivals[-1] - arrivals[0] > 0.7
-    text = "".join(e["content"]["text"] for e in lines if e["type"] == "delta")
+    deltas = [e for e in lines if e["type"] == "delta"]
+    assert len(deltas) == 8
+    text = "".join(e["content"]["text"] for e in deltas)
     assert text == "w0 w1 w2 w3 w4 w5 w6 w7"
 
 
@@ -126,27 +138,40 @@ def test_failing_model_api_is_502_with_the_cli_message(clinvk_server, model_doub
     assert problem["detail"]
     if backend != "codex":  # codex replaces a 500's body with its own generic text
         assert "injected 500" in problem["detail"]
-    assert clinvk_server.wait_no_cli(2) == []
+    assert clinvk_server.wait_no_cli() == []
+
+
+#: request_timeout_secs of the server that tests the deadline itself.
+SHORT_DEADLINE_SECS = 5
+
+
+@pytest.fixture(scope="module")
+def short_deadline_server(model_double, tmp_path_factory):
+    """A `clinvk serve` like clinvk_server, but whose runs end after SHORT_DEADLINE_SECS."""
+    server = ClinvkServer(model_double.url, tmp_path_factory.mktemp("short-deadline"),
+                          request_timeout_secs=SHORT_DEADLINE_SECS).start()
+    yield server
+    server.stop()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_hung_model_api_is_504_at_the_deadline(clinvk_server, model_double, backend):
+def test_hung_model_api_is_504_at_the_deadline(short_deadline_server, model_double, backend):
     """When the model API never answers, the run ends with 504 at the deadline and its
     process group is gone."""
     model_double.set(hang=True)
     started = time.monotonic()
-    r = _prompt(clinvk_server, backend=backend, prompt="hi")
+    r = _prompt(short_deadline_server, backend=backend, prompt="hi")
     elapsed = time.monotonic() - started
     assert r.status_code == 504, r.text
     assert r.json()["code"] == "backend_timeout"
-    assert 11 <= elapsed < 25  # the server's request_timeout_secs is 12
-    assert clinvk_server.wait_no_cli(2) == []
+    assert elapsed >= SHORT_DEADLINE_SECS  # not before the deadline (however long after)
+    assert short_deadline_server.wait_no_cli() == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dropped_stream_kills_the_cli(clinvk_server, model_double, backend):
-    """A client that drops an NDJSON stream mid-answer leaves no CLI process after a second."""
-    model_double.set(words=100, delay_ms=200)
+    """A client that drops an NDJSON stream mid-answer leaves no CLI process behind."""
+    model_double.hold_after(1)  # the answer never ends by itself: only a kill ends the CLI
     with httpx.stream(
         "POST", clinvk_server.url + "/api/v1/prompt", timeout=60,
         json={"backend": backend, "prompt": "long", "output_format": "stream-json"},
@@ -155,18 +180,24 @@ def test_dropped_stream_kills_the_cli(clinvk_server, model_double, backend):
             if line and json.loads(line)["type"] == "init":
                 break
         assert clinvk_server.cli_pids(), "the CLI should be running mid-stream"
-    assert clinvk_server.wait_no_cli(1.0) == []
+    assert clinvk_server.wait_no_cli() == []
 
 
 def test_dropped_plain_request_kills_the_cli(clinvk_server, model_double):
     """A client that gives up on a non-streaming prompt leaves no CLI process behind."""
-    model_double.set(words=100, delay_ms=200)
-    with pytest.raises(httpx.ReadTimeout):
-        _prompt_timeout = httpx.post(
-            clinvk_server.url + "/api/v1/prompt",
-            json={"backend": "claude", "prompt": "long"}, timeout=3,
-        )
-    assert clinvk_server.wait_no_cli(1.5) == []
+    model_double.hold_after(1)  # the answer never ends by itself: only a kill ends the CLI
+    body = json.dumps({"backend": "claude", "prompt": "long"}).encode()
+    with socket.create_connection(("127.0.0.1", clinvk_server.port)) as client:
+        client.sendall(b"POST /api/v1/prompt HTTP/1.1\r\nHost: clinvk\r\n"
+                       b"Content-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + SETTLE_SECS  # a hang guard only
+        while not generation_requests(model_double.requests()):
+            assert time.monotonic() < deadline, "the CLI never called the model"
+            time.sleep(0.05)
+        assert clinvk_server.cli_pids(), "the CLI should be mid-answer"
+    # The client has hung up without reading an answer.
+    assert clinvk_server.wait_no_cli() == []
 
 
 def test_backends_and_health_report_the_installed_clis(clinvk_server):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ def test_sigterm_leaves_no_cli_process(model_double, tmp_path, backend):
     assert not missing_clis()
     server = ClinvkServer(model_double.url, tmp_path, shutdown_grace_secs=1).start()
     try:
-        model_double.set(words=200, delay_ms=100)
+        model_double.hold_after(1)  # the answer never ends by itself
         started = threading.Event()
 
         def client() -> None:
@@ -39,9 +38,8 @@ def test_sigterm_leaves_no_cli_process(model_double, tmp_path, backend):
         thread.start()
         assert started.wait(30), "the CLI never started streaming"
         assert server.cli_pids()
-        t0 = time.monotonic()
         code = server.stop(signal.SIGTERM)
-        assert code is not None and time.monotonic() - t0 < 15
-        assert server.wait_no_cli(2) == []
+        assert code is not None and code != -signal.SIGKILL  # it stopped by itself
+        assert server.wait_no_cli() == []
     finally:
         server.stop(signal.SIGKILL)

@@ -42,6 +42,17 @@ def processes_with_env(marker: str) -> list[int]:
     return pids
 
 
+#: Seconds the helpers wait for something that normally takes well under one (a CLI gone
+#: after a kill, a server stopping): only a guard against a hang, never a speed check.
+#: Tests that prove a kill keep the CLI's answer from ever ending by itself (a held or hung
+#: model call) and the run's deadline (RUN_DEADLINE_SECS) further off than this.
+SETTLE_SECS = 30
+
+#: The server's request_timeout_secs: far beyond any normal run, even a 3-step chain on a
+#: busy machine. Tests of the deadline itself start a server with a short one.
+RUN_DEADLINE_SECS = 90
+
+
 class ClinvkServer:
     """`clinvk serve` in a subprocess; every CLI it starts carries `CLINVK_TEST_MARK`."""
 
@@ -61,7 +72,7 @@ class ClinvkServer:
             "server": {
                 "host": "127.0.0.1",
                 "port": self.port,
-                "request_timeout_secs": 12,
+                "request_timeout_secs": RUN_DEADLINE_SECS,
                 "heartbeat_secs": 1,
                 "default_workdir": str(self.workdir),
                 **server,
@@ -98,7 +109,7 @@ class ClinvkServer:
         """Live CLI processes this server started."""
         return processes_with_env(self.mark)
 
-    def wait_no_cli(self, seconds: float) -> list[int]:
+    def wait_no_cli(self, seconds: float = SETTLE_SECS) -> list[int]:
         """Wait up to `seconds` for every CLI process to be gone; return what is left."""
         deadline = time.monotonic() + seconds
         while True:
@@ -108,12 +119,15 @@ class ClinvkServer:
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Send `sig` and wait for the exit; SIGKILL after SETTLE_SECS (then the exit code is
+        -SIGKILL, so a test can tell a server that stopped by itself from one that was
+        killed)."""
         if self.process is None:
             return None
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
-                self.process.wait(30)
+                self.process.wait(SETTLE_SECS)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import anyio
 import pytest
 
@@ -12,6 +14,13 @@ from clinvk.domain.models import RunSpec
 from tests.fakes import FakeBackendRunner
 
 pytestmark = pytest.mark.anyio
+
+
+async def _until(condition) -> None:
+    """Let the other tasks run until `condition()` holds (a guard stops a hang)."""
+    with anyio.fail_after(30):
+        while not condition():
+            await anyio.sleep(0.001)
 
 
 def _runner(**server) -> tuple[AdmittingBackendRunner, FakeBackendRunner]:
@@ -30,7 +39,7 @@ def _spec(backend: str = "claude") -> RunSpec:
 async def test_never_more_than_the_limit_and_all_finish():
     """32 runs with a limit of 4 never run more than 4 at once and all complete."""
     runner, fake = _runner(max_concurrent_runs=4, queue_max_length=64, queue_max_wait_secs=30)
-    fake.delay = 0.01
+    fake.rendezvous = 4  # no run finishes before four of them overlapped
     done = []
 
     async def one() -> None:
@@ -65,11 +74,12 @@ async def test_full_queue_is_refused_at_once():
         except Overloaded as exc:
             refused.append(exc)
 
+    stats = runner.admission.stats
     async with anyio.create_task_group() as tg:
         tg.start_soon(one)  # runs (hangs)
-        await anyio.sleep(0.05)
+        await _until(lambda: stats.running == 1)
         tg.start_soon(one)  # waits in the queue
-        await anyio.sleep(0.05)
+        await _until(lambda: stats.queued == 1)
         await one()  # queue full: refused
         assert len(refused) == 1 and refused[0].retry_after >= 1
         assert runner.admission.stats.rejected == 1
@@ -82,7 +92,7 @@ async def test_wait_is_bounded():
     fake.hang = True
     async with anyio.create_task_group() as tg:
         tg.start_soon(runner.run, _spec())
-        await anyio.sleep(0.02)
+        await _until(lambda: runner.admission.stats.running == 1)
         with pytest.raises(Overloaded):
             await runner.run(_spec())
         tg.cancel_scope.cancel()
@@ -92,7 +102,8 @@ async def test_wait_is_bounded():
 async def test_fifo_order():
     """Queued runs start in arrival order."""
     runner, fake = _runner(max_concurrent_runs=1)
-    fake.delay = 0.01
+    fake.hold = threading.Event()  # the first run holds its slot until every run arrived
+    stats = runner.admission.stats
     order: list[int] = []
 
     async def one(i: int) -> None:
@@ -102,5 +113,6 @@ async def test_fifo_order():
     async with anyio.create_task_group() as tg:
         for i in range(6):
             tg.start_soon(one, i)
-            await anyio.sleep(0.001)
+            await _until(lambda i=i: stats.running + stats.queued == i + 1)  # i has arrived
+        fake.hold.set()
     assert order == list(range(6))

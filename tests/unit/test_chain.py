@@ -13,8 +13,15 @@ from clinvk.domain.orchestration import RunFinished, RunStarted, RunText
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import FakeClock, FakeIds, FakeSessionStore, ScriptedRunner
 from tests.strategies import prompt_text, template_parts
+from tests.virtual_time import VIRTUAL_TIME
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    """Virtual time: deadlines fire only once every run that can move has moved."""
+    return VIRTUAL_TIME
 
 
 @pytest.fixture
@@ -154,7 +161,7 @@ async def test_empty_chain_is_refused(services):
 async def test_one_deadline_covers_the_whole_chain(runner, tmp_path):
     """At server.request_timeout_secs the running step is ended as timed out and the rest
     are skipped."""
-    config = Config(server=ServerConfig(default_workdir=str(tmp_path), request_timeout_secs=0.2))
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), request_timeout_secs=60))
     services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
                          ids=FakeIds())
     steps = _steps(

@@ -10,8 +10,15 @@ from clinvk.domain.errors import InvalidRequest, UnknownBackend
 from clinvk.domain.orchestration import RunFinished
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import FakeClock, FakeIds, FakeSessionStore, ScriptedRunner
+from tests.virtual_time import VIRTUAL_TIME
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    """Virtual time: deadlines fire only once every run that can move has moved."""
+    return VIRTUAL_TIME
 
 
 @pytest.fixture
@@ -34,10 +41,11 @@ async def test_every_backend_answers_with_its_model(services, runner, store):
 
 async def test_backends_run_at_once_unless_sequential(services, runner):
     """By default all backends run concurrently; `sequential` runs one at a time."""
+    runner.rendezvous = 3  # no run finishes before all three overlapped
     request = CompareRequest(prompt="hi [slow]", backends=["claude", "codex", "gemini"])
     await services.compare.run(request)
     assert runner.max_live == 3
-    runner.max_live = 0
+    runner.rendezvous = runner.max_live = 0
     sequential = CompareRequest(prompt="hi [slow]", backends=["claude", "codex"], sequential=True)
     await services.compare.run(sequential)
     assert runner.max_live == 1
@@ -92,7 +100,7 @@ async def test_blank_prompt_is_refused(services, runner):
 async def test_deadline_ends_what_is_still_running(runner, tmp_path):
     """At server.request_timeout_secs a hung backend is ended as timed out; finished ones
     keep their answers."""
-    config = Config(server=ServerConfig(default_workdir=str(tmp_path), request_timeout_secs=0.2))
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), request_timeout_secs=60))
     services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
                          ids=FakeIds())
     runner.hanging.add("gemini")

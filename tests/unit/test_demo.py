@@ -51,7 +51,7 @@ def test_the_demo_config_points_every_cli_at_the_stand_in_and_keeps_state_in_its
 def test_every_canned_answer_is_labelled(path, body):
     """The stand-in's answer text starts with the demo label, whatever API is asked."""
     with DemoEnvironment() as demo:
-        answer = httpx.post(demo.url + path, json=body, timeout=10).json()
+        answer = httpx.post(demo.url + path, json=body, timeout=30).json()
     text = answer["content"][0]["text"] if "content" in answer else (
         answer["candidates"][0]["content"]["parts"][0]["text"]
     )
@@ -61,7 +61,7 @@ def test_every_canned_answer_is_labelled(path, body):
 def test_streamed_canned_answers_start_with_the_label():
     """The first streamed piece of an OpenAI Responses answer is the start of the label."""
     with DemoEnvironment() as demo:
-        events = httpx.post(demo.url + "/v1/responses", json={"input": "hi"}, timeout=10).text
+        events = httpx.post(demo.url + "/v1/responses", json={"input": "hi"}, timeout=30).text
     first = next(line for line in events.splitlines() if '"response.output_text.delta"' in line)
     assert DEMO_LABEL.split()[0] in first
 

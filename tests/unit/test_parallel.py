@@ -18,8 +18,15 @@ from clinvk.domain.parallel import ParallelRequest
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import FakeClock, FakeIds, FakeSessionStore, ScriptedRunner
 from tests.strategies import task_plans
+from tests.virtual_time import VIRTUAL_TIME
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    """Virtual time: deadlines fire only once every run that can move has moved."""
+    return VIRTUAL_TIME
 
 
 @pytest.fixture
@@ -54,6 +61,7 @@ async def test_tasks_are_ephemeral(services, runner, store):
 @pytest.mark.parametrize(("max_parallel", "expected"), [(1, 1), (2, 2), (None, 3)])
 async def test_never_more_than_max_parallel_at_once(services, runner, max_parallel, expected):
     """At most max_parallel CLIs run at once (default parallel.max_workers = 3)."""
+    runner.rendezvous = expected  # no run finishes before `expected` of them overlapped
     tasks = _tasks(*[("claude", f"t{i} [slow]") for i in range(7)])
     result = await services.parallel.run(ParallelRequest(tasks=tasks, max_parallel=max_parallel))
     assert runner.max_live == expected
@@ -161,7 +169,7 @@ async def test_empty_and_oversized_task_lists_are_refused(services, runner):
 async def test_deadline_ends_running_tasks_and_cancels_pending(runner, tmp_path):
     """At server.request_timeout_secs running tasks fail as timed out and pending ones are
     cancelled, and the answer still lists every task."""
-    config = Config(server=ServerConfig(default_workdir=str(tmp_path), request_timeout_secs=0.2))
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), request_timeout_secs=60))
     services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
                          ids=FakeIds())
     tasks = _tasks(("claude", "quick"), ("codex", "stuck [hang]"), ("gemini", "stuck too [hang]"),
@@ -259,6 +267,7 @@ async def test_max_parallel_is_capped_by_the_servers_cli_limit(runner, tmp_path)
                                         queue_max_length=0))
     services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
                          ids=FakeIds())
+    runner.rendezvous = 2  # no run finishes before two of them overlapped
     tasks = _tasks(*[("claude", f"t{i} [slow]") for i in range(5)])
     result = await services.parallel.run(ParallelRequest(tasks=tasks, max_parallel=5))
     assert result.completed == 5, [r.error for r in result.results]
