@@ -9,6 +9,7 @@ import msgspec
 
 from clinvk.domain import events as ev
 from clinvk.domain.config import Config
+from clinvk.domain.models import PromptRequest, PromptResult
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -86,6 +87,14 @@ def new_turns(turns: list[Turn]) -> list[Turn]:
         if turns[i].role == "assistant":
             return turns[i + 1 :]
     return turns
+
+
+def answered_model(requested: str, request: PromptRequest, result: PromptResult) -> str:
+    """The model name a chat answer reports: the one the client asked for, unless a
+    fallback answered — then the model that really answered (or its backend's name)."""
+    if result.backend == request.backend:
+        return requested
+    return result.model or result.backend
 
 
 class TextStream:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from clinvk.adapters.http.anthropic import translate
 from clinvk.adapters.http.anthropic.errors import (
+    BACKEND_HEADER,
     INTERNAL_MESSAGE,
     SESSION_HEADER,
     domain_error_response,
@@ -45,7 +46,7 @@ from clinvk.adapters.http.streaming import (
 )
 from clinvk.adapters.logging import get_logger
 from clinvk.domain import events as ev
-from clinvk.domain.chat import route_model
+from clinvk.domain.chat import answered_model, route_model
 from clinvk.domain.errors import ClinvkError, InvalidRequest
 from clinvk.domain.models import PromptRequest
 from clinvk.domain.services import Services
@@ -83,12 +84,15 @@ class AnthropicApi:
             return Response(status_code=499)
         answer = translate.message(
             id=translate.message_id(),
-            model=body.model,
+            model=answered_model(body.model, prompt, result),
             text=result.output,
             reason=result.stop_reason,
             tokens=result.token_usage,
         )
-        return _json(answer, {SESSION_HEADER: result.session_id} if result.session_id else None)
+        headers = {BACKEND_HEADER: result.backend}
+        if result.session_id:
+            headers[SESSION_HEADER] = result.session_id
+        return _json(answer, headers)
 
     def _stream(self, prompt: PromptRequest, *, model: str) -> EventStreamResponse:
         writer = MessageStreamWriter(id=translate.message_id(), model=model)
@@ -127,7 +131,8 @@ class AnthropicApi:
             heartbeat=PING,
             heartbeat_secs=self.services.config.server.heartbeat_secs,
             on_early_error=early_error,
-            headers={SESSION_HEADER: prompt.session_id} if prompt.session_id else None,
+            headers={BACKEND_HEADER: prompt.backend,
+                     **({SESSION_HEADER: prompt.session_id} if prompt.session_id else {})},
         )
 
     # -- models -----------------------------------------------------------------------

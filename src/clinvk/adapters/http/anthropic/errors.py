@@ -17,6 +17,8 @@ from clinvk.domain.errors import (
 from clinvk.domain.models import PromptResult
 
 SESSION_HEADER = "X-Clinvk-Session-Id"
+#: Which backend answered (after a fallback, not the one the model name chose).
+BACKEND_HEADER = "X-Clinvk-Backend"
 #: What a client sees of an unexpected fault; the details go to the server log only.
 INTERNAL_MESSAGE = "internal error; see the server log"
 

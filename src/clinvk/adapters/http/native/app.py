@@ -41,6 +41,8 @@ from clinvk.domain.models import PromptRequest, PromptResult, SessionQuery
 from clinvk.domain.services import Services
 
 NDJSON = "application/x-ndjson"
+#: Which backend answered (after a fallback, not the one asked for).
+BACKEND_HEADER = "X-Clinvk-Backend"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -147,7 +149,9 @@ class NativeApi:
             result = await until_disconnect(request, lambda: self.services.prompt.run(body))
         except ClientDisconnected:
             return Response(status_code=499)
-        headers = {"X-Clinvk-Session-Id": result.session_id} if result.session_id else None
+        headers = {BACKEND_HEADER: result.backend}
+        if result.session_id:
+            headers["X-Clinvk-Session-Id"] = result.session_id
         if body.output_format == "text" and _prefers_plain_text(request):
             return PlainTextResponse(result.output, headers=headers)
         return _json(_prompt_response(result), headers=headers)
@@ -160,12 +164,15 @@ class NativeApi:
             session_id: str | None = body.session_id
 
             async def send(event: ev.StreamEvent) -> None:
-                nonlocal session_id
+                nonlocal session_id, backend
                 if isinstance(event, ev.Init):
                     session_id = event.session_id
                     if session_id:
                         response.headers["X-Clinvk-Session-Id"] = session_id
                 await emit(_encode(_line(event, backend, session_id)) + b"\n")
+                if isinstance(event, ev.Fallback):
+                    # Lines after a fallback event come from the next backend.
+                    backend = event.next.partition("/")[0]
 
             try:
                 await self.services.prompt.run(body, on_event=send)
@@ -181,6 +188,8 @@ class NativeApi:
             heartbeat=_encode(StreamLine(type="heartbeat", backend=backend)) + b"\n",
             heartbeat_secs=heartbeat,
             on_early_error=lambda exc: problem(exc) if isinstance(exc, ClinvkError) else None,
+            # The backend the stream starts with; a `fallback` line says when it changes.
+            headers={BACKEND_HEADER: backend},
         )
 
     async def backends(self, request: Request) -> Response:

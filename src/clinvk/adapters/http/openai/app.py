@@ -50,12 +50,14 @@ from clinvk.adapters.http.streaming import (
     until_disconnect,
 )
 from clinvk.domain import events as ev
-from clinvk.domain.chat import TextStream, route_model
+from clinvk.domain.chat import TextStream, answered_model, route_model
 from clinvk.domain.errors import ClinvkError
 from clinvk.domain.models import PromptRequest, PromptResult
 from clinvk.domain.services import Services
 
 SESSION_HEADER = "X-Clinvk-Session-Id"
+#: Which backend answered (after a fallback, not the one the model name chose).
+BACKEND_HEADER = "X-Clinvk-Backend"
 #: Who makes the models behind each backend (the `owned_by` of /models).
 OWNERS = {"claude": "anthropic", "codex": "openai", "gemini": "google"}
 
@@ -131,15 +133,17 @@ class OpenAIApi:
             result = await until_disconnect(request, lambda: self.services.prompt.run(prompt))
         except ClientDisconnected:
             return Response(status_code=499)
-        headers = _session_headers(result.session_id)
-        return json_response(self._completion(body, result), headers=headers)
+        headers = {**(_session_headers(result.session_id) or {}), BACKEND_HEADER: result.backend}
+        return json_response(self._completion(body, prompt, result), headers=headers)
 
     @staticmethod
-    def _completion(body: OpenAIChatRequest, result: PromptResult) -> OpenAIChatCompletion:
+    def _completion(
+        body: OpenAIChatRequest, prompt: PromptRequest, result: PromptResult
+    ) -> OpenAIChatCompletion:
         return OpenAIChatCompletion(
             id=_completion_id(),
             created=int(time.time()),
-            model=body.model,
+            model=answered_model(body.model, prompt, result),
             choices=[
                 OpenAIChoice(
                     message=OpenAIAnswer(content=result.output),
@@ -216,7 +220,8 @@ class OpenAIApi:
             heartbeat=b": ping\n\n",
             heartbeat_secs=self.services.config.server.heartbeat_secs,
             on_early_error=early_error,
-            headers=_session_headers(prompt.session_id),
+            headers={**(_session_headers(prompt.session_id) or {}),
+                     BACKEND_HEADER: prompt.backend},
         )
 
 
