@@ -246,7 +246,7 @@ def locate(
 
 
 def probe_file(path: str) -> str:
-    """"ok" for an executable file, "placeholder" for npm's stub, else "missing"."""
+    """Whether `path` is an executable program ("ok"), npm's stub ("placeholder") or "missing"."""
     try:
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             return "missing"

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from clinvk.adapters.demo.model_api import ModelDouble
 from clinvk.adapters.demo.settings import CLI_NAMES, backend_settings
@@ -37,7 +37,7 @@ class DemoEnvironment:
         self._double: ModelDouble | None = None
         self.folder: Path | None = None
 
-    def __enter__(self) -> DemoEnvironment:
+    def __enter__(self) -> Self:
         self.folder = Path(tempfile.mkdtemp(prefix="clinvk-demo-"))
         try:
             self._double = ModelDouble(reply=self._reply, log_limit=_LOG_LIMIT).start()

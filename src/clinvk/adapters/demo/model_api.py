@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 DEFAULT_KNOBS: dict[str, Any] = {
@@ -225,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 so the CLIs can keep connections alive like they would with the real APIs;
     # streams use chunked encoding so every piece is flushed on its own.
     protocol_version = "HTTP/1.1"
-    double: "ModelDouble"  # set on the per-instance subclass made by ModelDouble.start()
+    double: ModelDouble  # set on the per-instance subclass made by ModelDouble.start()
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
         pass
@@ -414,7 +414,7 @@ class ModelDouble:
         self._stopping = threading.Event()
         self._server: _Server | None = None
 
-    def start(self) -> "ModelDouble":
+    def start(self) -> Self:
         handler = type("Handler", (_Handler,), {"double": self})
         self._stopping.clear()
         self._server = _Server((self.host, self.port), handler)
@@ -438,10 +438,10 @@ class ModelDouble:
             except OSError:
                 pass
 
-    def __enter__(self) -> "ModelDouble":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
