@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from clinvk.domain.admission import Admission, AdmittingBackendRunner
@@ -29,10 +30,13 @@ def bootstrap(
     clock: Clock | None = None,
     ids: IdGenerator | None = None,
     metrics: Metrics | None = None,
+    secrets: Sequence[str] = (),
 ) -> Services:
     """Build the services; adapters default to the real ones (CLIs, files, system clock).
 
     With `metrics`, every CLI run is also counted there (runs, failures, durations, tokens).
+    `secrets` (the server's API keys) never reach a CLI's environment, whatever the name of
+    the variable that holds them.
     """
     from clinvk.adapters.backends.runner import SubprocessBackendRunner
     from clinvk.adapters.logging import LoggedBackendRunner
@@ -45,7 +49,7 @@ def bootstrap(
 
         config = load_config()
     home = config.home or os.path.expanduser("~/.clinvk")
-    runner = runner if runner is not None else SubprocessBackendRunner(config)
+    runner = runner if runner is not None else SubprocessBackendRunner(config, secrets=secrets)
     runner = LoggedBackendRunner(runner)
     if metrics is not None:
         runner = MeteredBackendRunner(runner, metrics)

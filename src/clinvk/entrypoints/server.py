@@ -87,7 +87,7 @@ def backend_reporter(log: Any) -> Any:
 def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = False):
     """The ASGI app for a config, with the runner's process groups drained on shutdown."""
     metrics = Metrics() if config.server.metrics_enabled else None
-    services = bootstrap(config, metrics=metrics)
+    services = bootstrap(config, metrics=metrics, secrets=api_keys)
     if metrics is not None:
         metrics.track_processes(lambda: _live_processes(services))
     runner = services.runner

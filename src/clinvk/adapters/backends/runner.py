@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from clinvk.adapters.backends.base import CliBackend, build_env
 from clinvk.adapters.backends.claude import ClaudeBackend
 from clinvk.adapters.backends.codex import CodexBackend
 from clinvk.adapters.backends.discovery import CliDiscovery, CliLocation, VersionProbes
+from clinvk.adapters.backends.environment import CliEnvironment, missing_variable
 from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.pool import WarmPool, pool_key
 from clinvk.adapters.backends.process import ProcessGroups, drive, spawn
 from clinvk.domain.config import BackendConfig, Config
 from clinvk.domain.errors import (
     BackendFailed,
+    BackendMissingEnv,
     BackendTimeout,
     BackendUnavailable,
     UnknownBackend,
@@ -40,9 +42,12 @@ class SubprocessBackendRunner:
         backends: dict[str, CliBackend] | None = None,
         *,
         discovery: CliDiscovery | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
+        """`secrets`: values (the server's API keys) no CLI may ever see in its environment."""
         self._config = config
         self._backends = backends or default_backends()
+        self._environment = CliEnvironment(config.server, os.environ, secrets)
         self.groups = ProcessGroups()
         self.pool = WarmPool(idle_secs=config.server.warm_pool_idle_secs)
         self._discovery = discovery if discovery is not None else CliDiscovery()
@@ -142,7 +147,7 @@ class SubprocessBackendRunner:
         inv = make(spec, cfg, exe, sp_file) if make is not None else None
         if inv is None:
             return None
-        return pool_key(inv.argv, spec.workdir, build_env(backend.env_prefixes, cfg, inv.env)), inv
+        return pool_key(inv.argv, spec.workdir, self._environment.build(backend.env_prefixes, cfg, inv.env)), inv
 
     async def start_pool(self, prototypes: list[RunSpec]) -> None:
         """Start the warm pool for each prototype run whose backend has `warm_pool` > 0.
@@ -159,7 +164,7 @@ class SubprocessBackendRunner:
             warm = self._warm(backend, spec, cfg, exe, None)
             if warm is not None:
                 key, inv = warm
-                env = build_env(backend.env_prefixes, cfg, inv.env)
+                env = self._environment.build(backend.env_prefixes, cfg, inv.env)
                 await self.pool.add(spec.backend, inv.argv, spec.workdir, env, cfg.warm_pool)
 
     async def close_pool(self) -> None:
@@ -188,7 +193,7 @@ class SubprocessBackendRunner:
             if inv.stdin is not None:
                 stdin_file = _write_temp(inv.stdin, ".txt")
             decoder = backend.decoder(spec, cfg)
-            env = build_env(backend.env_prefixes, cfg, inv.env)
+            env = self._environment.build(backend.env_prefixes, cfg, inv.env)
             warm = self._warm(backend, spec, cfg, exe, sp_file) if cfg.warm_pool > 0 else None
             cli = await self.pool.take(warm[0]) if warm is not None else None
             # A miss with options that can recur (not a one-off system prompt file or a
@@ -225,7 +230,7 @@ class SubprocessBackendRunner:
             finally:
                 if warm is not None:
                     if learn:
-                        warm_env = build_env(backend.env_prefixes, cfg, warm[1].env)
+                        warm_env = self._environment.build(backend.env_prefixes, cfg, warm[1].env)
                         await self.pool.adopt(
                             spec.backend, warm[1].argv, spec.workdir, warm_env,
                             size=cfg.warm_pool,
@@ -238,10 +243,18 @@ class SubprocessBackendRunner:
                 idle = outcome.timed_out == "idle"
                 seconds = spec.idle_timeout_secs if idle else spec.timeout_secs
                 raise BackendTimeout(spec.backend, seconds or 0, idle=idle, result=partial)
-            result = decoder.finish(
-                exit_code=outcome.exit_code, stderr=outcome.stderr, duration_ms=duration_ms
-            )
-            return result
+            try:
+                return decoder.finish(
+                    exit_code=outcome.exit_code, stderr=outcome.stderr, duration_ms=duration_ms
+                )
+            except BackendFailed as exc:
+                variable = missing_variable(f"{exc.message}\n{outcome.stderr}")
+                if variable is None or variable in env:
+                    raise
+                raise BackendMissingEnv(
+                    spec.backend, variable, exc.message, exit_code=exc.exit_code,
+                    result=exc.result,
+                ) from exc
         finally:
             for path in (sp_file, stdin_file):
                 if path:
