@@ -194,7 +194,10 @@ class NativeApi:
 
     async def backends(self, request: Request) -> Response:
         entries = [
-            BackendEntry(name=b.name, available=b.available, model=b.model)
+            BackendEntry(
+                name=b.name, available=b.available, model=b.model, path=b.path,
+                version=b.version,
+            )
             for b in self.services.backends()
         ]
         return _json(BackendsResponse(backends=entries))

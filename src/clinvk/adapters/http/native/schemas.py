@@ -26,9 +26,14 @@ class PromptResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class BackendEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One backend of GET /api/v1/backends (clinvoker's `name`, `available`, plus clinvk's)."""
+
     name: str
     available: bool
     model: str | None = None
+    #: The CLI executable found for it, and what its `--version` said.
+    path: str | None = None
+    version: str | None = None
 
 
 class BackendsResponse(msgspec.Struct, kw_only=True):
