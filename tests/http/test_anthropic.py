@@ -133,14 +133,25 @@ def test_earlier_turns_use_the_shared_renderer_and_drop_thinking(client, runner)
     ])
 
 
-@pytest.mark.parametrize("kind", ["image", "document", "tool_use", "tool_result", "search_result"])
-def test_uncarried_blocks_are_400_naming_the_block(client, runner, kind):
-    """A block the CLIs cannot take is a 400 invalid_request_error naming where it is."""
+@pytest.mark.parametrize(
+    ("block", "named"),
+    [
+        ({"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                      "data": "iVBORw0KGgo="}}, "image blocks"),
+        ({"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                         "data": "JVBERi0xLjQ="}},
+         "document blocks with application/pdf content"),
+        ({"type": "document", "source": {"type": "file", "file_id": "file_1"}},
+         "document blocks with file content"),
+    ],
+)
+def test_blocks_that_cannot_become_text_are_400_naming_the_block(client, runner, block, named):
+    """An image or a binary document is a 400 invalid_request_error naming where it is."""
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-                {"role": "user", "content": [{"type": "text", "text": "see"}, {"type": kind}]}]
+                {"role": "user", "content": [{"type": "text", "text": "see"}, block]}]
     error = assert_envelope(client.post(URL, json=body(messages=messages)), 400,
                             "invalid_request_error")
-    assert error["message"].startswith(f"messages.2.content.1: {kind} blocks are not supported")
+    assert error["message"].startswith(f"messages.2.content.1: {named} are not supported")
     assert runner.runs == []
 
 
@@ -152,7 +163,7 @@ def test_uncarried_blocks_are_400_naming_the_block(client, runner, kind):
         ({"model": None}, "model"),
         ({"messages": None}, "messages"),
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "developer", "content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user"}]}, "messages.0.content"),
         ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text"),
         ({"messages": [{"role": "user", "content": ""}]}, "messages.0"),

@@ -62,23 +62,58 @@ def render_conversation(turns: list[Turn]) -> str:
 
     A lone user turn is sent verbatim. Otherwise the earlier turns are written as a JSON
     array (so no message text can fake a turn boundary) and the last user turn follows
-    verbatim.
+    verbatim, always last. System turns sent after that user turn (Claude Code sends one
+    after the user's first message) come, as their own JSON array, just before it.
     """
     if not turns:
         return ""
-    if len(turns) == 1 and turns[0].role == "user":
-        return turns[0].text
-    earlier, last = (turns[:-1], turns[-1]) if turns[-1].role == "user" else (turns, None)
-    history = _encode([{"role": t.role, "content": t.text} for t in earlier]).decode()
-    parts = [
-        "The conversation so far, as a JSON array of messages, oldest first:",
-        history,
-    ]
-    if last is not None:
-        parts += ["", "Reply to this latest user message:", last.text]
+    latest = _latest_user(turns)
+    if latest is None:
+        earlier, last, after = turns, None, []
     else:
-        parts += ["", "Continue the conversation as the assistant."]
+        earlier, last, after = turns[:latest], turns[latest], turns[latest + 1 :]
+    if last is not None and not earlier and not after:
+        return last.text
+    parts: list[str] = []
+    if earlier:
+        parts += ["The conversation so far, as a JSON array of messages, oldest first:",
+                  _history(earlier), ""]
+    if after:
+        parts += ["System messages sent after the latest user message, as a JSON array:",
+                  _history(after), ""]
+    if last is not None:
+        parts += ["Reply to this latest user message:", last.text]
+    else:
+        parts += ["Continue the conversation as the assistant."]
     return "\n".join(parts)
+
+
+def _latest_user(turns: list[Turn]) -> int | None:
+    """Index of the user turn the reply answers: the last one, if only system turns follow."""
+    for i in range(len(turns) - 1, -1, -1):
+        if turns[i].role == "user":
+            return i
+        if turns[i].role != "system":
+            return None
+    return None
+
+
+def _history(turns: list[Turn]) -> str:
+    return _encode([{"role": t.role, "content": t.text} for t in turns]).decode()
+
+
+def tool_call_text(name: str, call_id: str | None, arguments: str) -> str:
+    """How a call of a client's tool, made by an earlier model turn, reads in the prompt
+    (`arguments` is the call's input as JSON text)."""
+    ident = f" (id {call_id})" if call_id else ""
+    return f"Tool call {name}{ident} with input: {arguments}"
+
+
+def tool_result_text(call_id: str | None, text: str, *, is_error: bool = False) -> str:
+    """How the result of a client's tool call reads in the prompt."""
+    ident = f" for {call_id}" if call_id else ""
+    error = " (error)" if is_error else ""
+    return f"Tool result{ident}{error}: {text}"
 
 
 def new_turns(turns: list[Turn]) -> list[Turn]:

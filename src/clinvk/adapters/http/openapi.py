@@ -198,8 +198,17 @@ def _anthropic_operations() -> tuple[Operation, ...]:
                 response=anthropic.AnthropicMessage,
                 streams=(Stream(media_type=SSE, item=anthropic.AnthropicStreamEvent,
                                 description="Named events, `event:` = the data's `type`"),),
-                headers=(("anthropic-version", "Accepted (e.g. 2023-06-01); not required"),),
+                headers=(("anthropic-version", "Accepted (e.g. 2023-06-01); not required"),
+                         ("anthropic-beta", "Accepted and ignored")),
                 errors=_RUN_ERRORS,
+            ),
+            Operation(
+                method="POST", path=f"{prefix}/messages/count_tokens",
+                summary=f"Estimate a message's input tokens{alias}",
+                description="An estimate, not a tokenizer's count: characters / 4 over the "
+                "prompt clinvk would send, the system prompt and the tools' JSON.",
+                request=anthropic.AnthropicCountTokensRequest,
+                response=anthropic.AnthropicTokenCount, errors=(400,),
             ),
             Operation(method="GET", path=f"{prefix}/models", summary=f"List models{alias}",
                       query=AnthropicModelsQuery, response=anthropic.AnthropicModelList,

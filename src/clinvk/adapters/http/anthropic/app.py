@@ -31,6 +31,8 @@ from clinvk.adapters.http.anthropic.errors import (
 from clinvk.adapters.http.anthropic.schemas import (
     AnthropicModel,
     AnthropicModelList,
+    AnthropicTokenCount,
+    decode_count_tokens_request,
     decode_messages_request,
 )
 from clinvk.adapters.http.anthropic.stream import (
@@ -135,6 +137,10 @@ class AnthropicApi:
                      **({SESSION_HEADER: prompt.session_id} if prompt.session_id else {})},
         )
 
+    async def count_tokens(self, request: Request) -> Response:
+        body = decode_count_tokens_request(await request.body())
+        return _json(AnthropicTokenCount(input_tokens=translate.estimate_input_tokens(body)))
+
     # -- models -----------------------------------------------------------------------
 
     def _model(self, id: str, display_name: str) -> AnthropicModel:
@@ -190,6 +196,7 @@ def anthropic_app(services: Services) -> Starlette:
     for prefix in ("", "/v1"):
         routes += [
             Route(f"{prefix}/messages", api.messages, methods=["POST"]),
+            Route(f"{prefix}/messages/count_tokens", api.count_tokens, methods=["POST"]),
             Route(f"{prefix}/models", api.list_models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", api.get_model, methods=["GET"]),
         ]

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
+
+from clinvk.adapters.http.anthropic.blocks import content_text, system_text
 from clinvk.adapters.http.anthropic.schemas import (
     AnthropicBlockParam,
+    AnthropicCountTokensRequest,
     AnthropicMessage,
     AnthropicMessageParam,
     AnthropicMessagesRequest,
@@ -19,13 +23,7 @@ from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
 from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
 
-#: Blocks from earlier turns that carry no text for the CLI and are dropped silently
-#: (clients echo a previous answer's thinking back as it came).
-DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
-
-#: Text blocks of one message (or of `system`) are joined with a newline, so one block's
-#: last word never runs into the next block's first (as the OpenAI dialect joins parts).
-BLOCK_SEPARATOR = "\n"
+_encode = msgspec.json.Encoder().encode
 
 _STOP_REASONS: dict[StopReason, str] = {
     "end": "end_turn",
@@ -35,53 +33,37 @@ _STOP_REASONS: dict[StopReason, str] = {
     "cancelled": "end_turn",
 }
 
+#: Characters per token of the count_tokens estimate (the usual rule of thumb for
+#: English text and code with Claude's tokenizers).
+CHARS_PER_TOKEN = 4
+
 
 def message_id() -> str:
     """A fresh `msg_...` id."""
     return "msg_" + uuid.uuid4().hex[:24]
 
 
-def _texts(blocks: list[AnthropicBlockParam], where: str) -> list[str]:
-    texts = []
-    for j, block in enumerate(blocks):
-        if block.type == "text":
-            if block.text is None:
-                raise InvalidRequest(f"{where}.{j}.text: Field required", field=f"{where}.{j}.text")
-            if block.text:
-                texts.append(block.text)
-        elif block.type not in DROPPED_BLOCKS or where == "system":
-            raise InvalidRequest(
-                f"{where}.{j}: {block.type} blocks are not supported; the CLIs behind clinvk "
-                "take text only, so send this content as a text block",
-                field=f"{where}.{j}",
-            )
-    return texts
-
-
 def system_prompt(system: str | list[AnthropicBlockParam] | None) -> str | None:
     """The `system` field as one prompt, or None when it has no text."""
     if system is None:
         return None
-    text = system if isinstance(system, str) else BLOCK_SEPARATOR.join(_texts(system, "system"))
+    text = system if isinstance(system, str) else system_text(system)
     return text or None
 
 
 def conversation(messages: list[AnthropicMessageParam]) -> list[Turn]:
-    """The messages reduced to text turns.
+    """The messages reduced to text turns, system turns kept in place.
 
-    Assistant turns left without text (only thinking) are dropped; a user turn without
-    text is an error, as on Anthropic's API.
+    Assistant and system turns left without text (only thinking) are dropped; a user turn
+    without text is an error, as on Anthropic's API.
     """
     if not messages:
         raise InvalidRequest("messages: at least one message is required", field="messages")
     turns = []
     for i, message in enumerate(messages):
-        if isinstance(message.content, str):
-            text = message.content
-        else:
-            text = BLOCK_SEPARATOR.join(_texts(message.content, f"messages.{i}.content"))
+        text = content_text(message.content, f"messages.{i}.content")
         if not text.strip():
-            if message.role == "assistant":
+            if message.role != "user":
                 continue
             raise InvalidRequest(
                 f"messages.{i}: user messages must have non-empty text content",
@@ -97,13 +79,24 @@ def prompt_text(body: AnthropicMessagesRequest, options: ClinvkOptions) -> str:
     turns = conversation(body.messages)
     if options.session_id:
         turns = new_turns(turns)
-        if not turns or body.messages[-1].role != "user":
+        replies_to = [t.role for t in turns if t.role != "system"]
+        if not replies_to or replies_to[-1] != "user":
             raise InvalidRequest(
                 "messages: with clinvk.session_id the messages must end with the new user "
                 "message (the session already holds the earlier turns)",
                 field="messages",
             )
     return render_conversation(turns)
+
+
+def estimate_input_tokens(body: AnthropicCountTokensRequest) -> int:
+    """count_tokens' estimate: characters / 4 (rounded up) over the rendered prompt, the
+    system prompt and the tools' JSON, the text a CLI would be given plus the schemas a
+    real model would read."""
+    system = system_prompt(body.system) or ""
+    tools = _encode(body.tools).decode() if body.tools else ""
+    chars = len(render_conversation(conversation(body.messages))) + len(system) + len(tools)
+    return max(1, -(-chars // CHARS_PER_TOKEN))
 
 
 def to_prompt_request(
