@@ -169,24 +169,30 @@ def test_a_lone_user_message_is_sent_verbatim(client, runner):
 
 
 def test_text_parts_are_joined_and_tool_turns_carried(client, runner):
-    """Text parts of one message are joined by newlines; tool calls and tool results are
-    carried as text turns."""
+    """Text parts of one message are joined by newlines; tool calls (current and
+    deprecated forms) and tool results are carried as readable text turns."""
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "Read this:"},
                                      {"type": "text", "text": "line two"}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}]},
+        {"role": "assistant", "content": "Looking.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "ls", "arguments": "{}"}},
+            {"id": "c2", "type": "custom", "custom": {"name": "grep", "input": "TODO"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "a.txt"},
+        {"role": "tool", "tool_call_id": "c2", "content": [{"type": "text", "text": "none"}]},
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "wc", "arguments": '{"f":"a.txt"}'}},
+        {"role": "function", "name": "wc", "content": "3"},
         {"role": "user", "content": "Which files?"},
     ]
     assert chat(client, messages=messages).status_code == 200
-    tool_calls = (
-        'Tool calls: [{"id":"c1","type":"function","function":{"name":"ls","arguments":"{}"}}]'
-    )
     assert runner.runs[-1].prompt == render_conversation([
         Turn(role="user", text="Read this:\nline two"),
-        Turn(role="assistant", text=tool_calls),
-        Turn(role="tool", text="a.txt"),
+        Turn(role="assistant", text="Looking.\nTool call ls (id c1) with input: {}\n"
+                                    "Tool call grep (id c2) with input: TODO"),
+        Turn(role="tool", text="Tool result for c1: a.txt"),
+        Turn(role="tool", text="Tool result for c2: none"),
+        Turn(role="assistant", text='Tool call wc with input: {"f":"a.txt"}'),
+        Turn(role="tool", text="Tool result for wc: 3"),
         Turn(role="user", text="Which files?"),
     ])
 

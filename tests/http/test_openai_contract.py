@@ -21,6 +21,7 @@ from clinvk.adapters.http.openai.translate import (
     SYSTEM_SEPARATOR,
     to_prompt_request,
 )
+from clinvk.domain.chat import tool_result_text
 from clinvk.domain.config import Config
 
 URL = "/openai/v1/chat/completions"
@@ -52,6 +53,8 @@ def chat_requests(draw):
         role = draw(st.one_of(system_roles, conversation_roles))
         content, text = draw(contents)
         messages.append({"role": role, "content": content})
+        if role == "tool":
+            text = tool_result_text(None, text)  # a result without a call id
         (system if role in ("system", "developer") else turns).append((role, text))
     content, text = draw(contents.filter(lambda c: c[1].strip()))
     messages.append({"role": "user", "content": content})

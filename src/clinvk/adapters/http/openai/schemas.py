@@ -1,7 +1,8 @@
 """Wire types of the OpenAI-compatible API (`/openai/v1`).
 
-Requests tolerate unknown fields (real clients send extras such as `temperature`, `tools`
-or `user`); only the fields clinvk acts on are declared. The clinvk-only options object
+Requests tolerate unknown fields (real clients send extras); the fields of OpenAI's own
+request are declared with their types, so a wrong type is a 400 as on OpenAI's API, even
+where clinvk then ignores the value. The clinvk-only options object
 (`clinvk`, the SDKs' `extra_body`) refuses unknown keys, so a typo there is a 400.
 """
 
@@ -29,16 +30,26 @@ class OpenAIRefusalPart(_Part, tag="refusal"):
     refusal: str
 
 
+class OpenAIFileRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A `file` part's file: inline (`file_data`, base64 or a data URL) or uploaded."""
+
+    file_data: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class OpenAIFilePart(_Part, tag="file"):
+    """A file; carried as text when it is inline UTF-8 text, else refused."""
+
+    file: OpenAIFileRef
+
+
 # Parts clinvk cannot pass to a CLI; decoded only so the error can name them.
 class OpenAIImagePart(_Part, tag="image_url"):
     pass
 
 
 class OpenAIAudioPart(_Part, tag="input_audio"):
-    pass
-
-
-class OpenAIFilePart(_Part, tag="file"):
     pass
 
 
@@ -66,16 +77,44 @@ class OpenAIUserMessage(_Message, tag="user"):
     content: OpenAIContent
 
 
+class OpenAIFunctionCall(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    #: The call's input as JSON text, as the model wrote it.
+    arguments: str = ""
+
+
+class OpenAICustomCall(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    input: str = ""
+
+
+class OpenAIToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A call of one of the client's tools, made by an earlier model turn."""
+
+    id: str | None = None
+    type: str = "function"
+    function: OpenAIFunctionCall | None = None
+    custom: OpenAICustomCall | None = None
+
+
 class OpenAIAssistantMessage(_Message, tag="assistant"):
     content: OpenAIContent | None = None
     refusal: str | None = None
     #: Calls of the client's own tools, made by some earlier model; carried as text.
-    tool_calls: list[Any] | None = None
+    tool_calls: list[OpenAIToolCall] | None = None
+    #: The deprecated single-call form of `tool_calls`.
+    function_call: OpenAIFunctionCall | None = None
 
 
 class OpenAIToolMessage(_Message, tag="tool"):
     content: OpenAIContent
     tool_call_id: str | None = None
+
+
+class OpenAIFunctionMessage(_Message, tag="function"):
+    """The deprecated form of a tool result (`name` is the function's)."""
+
+    content: OpenAIContent | None = None
 
 
 OpenAIMessage = Union[
@@ -84,6 +123,7 @@ OpenAIMessage = Union[
     OpenAIUserMessage,
     OpenAIAssistantMessage,
     OpenAIToolMessage,
+    OpenAIFunctionMessage,
 ]
 
 # -- request: the chat completion ------------------------------------------------------
@@ -104,6 +144,35 @@ class OpenAIChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
     metadata: dict[str, Any] | None = None
+    #: Accepted and typed as on OpenAI's API (a wrong type is a 400), not honoured: the
+    #: CLIs have no such knob, or run their own tools (docs/openai.md lists each).
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    #: Output modalities; `audio` is refused (the CLIs answer in text).
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    seed: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    web_search_options: dict[str, Any] | None = None
     clinvk: ClinvkOptions | None = None
 
 

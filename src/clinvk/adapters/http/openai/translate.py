@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import msgspec
+import base64
+import binascii
 
 from clinvk.adapters.http.openai.schemas import (
     FinishReason,
@@ -13,15 +14,25 @@ from clinvk.adapters.http.openai.schemas import (
     OpenAIContent,
     OpenAIDeveloperMessage,
     OpenAIFilePart,
+    OpenAIFunctionMessage,
     OpenAIImagePart,
     OpenAIMessage,
     OpenAIPromptTokensDetails,
     OpenAIRefusalPart,
     OpenAISystemMessage,
     OpenAITextPart,
+    OpenAIToolCall,
+    OpenAIToolMessage,
     OpenAIUsage,
 )
-from clinvk.domain.chat import Turn, new_turns, render_conversation, route_model
+from clinvk.domain.chat import (
+    Turn,
+    new_turns,
+    render_conversation,
+    route_model,
+    tool_call_text,
+    tool_result_text,
+)
 from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
 from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
@@ -31,12 +42,6 @@ PART_SEPARATOR = "\n"
 #: Separator between system/developer messages in the system prompt.
 SYSTEM_SEPARATOR = "\n\n"
 
-_UNCARRIED = {
-    OpenAIImagePart: "an image",
-    OpenAIAudioPart: "an audio",
-    OpenAIFilePart: "a file",
-}
-
 _FINISH: dict[StopReason, FinishReason] = {
     "end": "stop",
     "cancelled": "stop",
@@ -44,7 +49,29 @@ _FINISH: dict[StopReason, FinishReason] = {
     "max_turns": "length",
 }
 
-_encode = msgspec.json.Encoder().encode
+
+def _refuse(param: str, what: str, why: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"{param} is {what}; {why}, so send this content as text", field=param
+    )
+
+
+def file_text(part: OpenAIFilePart, param: str) -> str:
+    """An inline file that is UTF-8 text, headed by its name; anything else is a 400."""
+    data, name = part.file.file_data, part.file.filename or "(unnamed)"
+    # Either bare base64 or a data URL (`data:text/plain;base64,...`), as the SDKs send it.
+    media, _, payload = (data or "").rpartition(";base64,")
+    text = None
+    if data is not None and "pdf" not in media and not name.lower().endswith(".pdf"):
+        try:
+            text = base64.b64decode(payload, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            text = None
+    if text is None:
+        what = "a file part that is not inline text" if data is None else "a binary file part"
+        raise _refuse(param, f"{what} ('file')",
+                      "the CLIs behind clinvk take text only and clinvk has no Files API")
+    return f"File {name}:\n{text}"
 
 
 def content_text(content: OpenAIContent | None, where: str) -> str:
@@ -55,55 +82,85 @@ def content_text(content: OpenAIContent | None, where: str) -> str:
         return content
     texts: list[str] = []
     for j, part in enumerate(content):
+        param = f"{where}.content[{j}]"
         if isinstance(part, OpenAITextPart):
             texts.append(part.text)
         elif isinstance(part, OpenAIRefusalPart):
             texts.append(part.refusal)
+        elif isinstance(part, OpenAIFilePart):
+            texts.append(file_text(part, param))
+        elif isinstance(part, OpenAIImagePart):
+            raise _refuse(param, "an image part ('image_url')",
+                          "the CLIs behind clinvk take text only")
         else:
-            param = f"{where}.content[{j}]"
-            raise InvalidRequest(
-                f"{param} is {_UNCARRIED[type(part)]} part ({part.__struct_config__.tag!r}); "
-                "the CLIs behind clinvk take text only, so send this content as text",
-                field=param,
-            )
+            assert isinstance(part, OpenAIAudioPart)
+            raise _refuse(param, "an audio part ('input_audio')",
+                          "audio input is not supported: the CLIs behind clinvk take text only")
     return PART_SEPARATOR.join(texts)
 
 
+def _call_text(call: OpenAIToolCall) -> str:
+    if call.function is not None:
+        return tool_call_text(call.function.name, call.id, call.function.arguments)
+    if call.custom is not None:
+        return tool_call_text(call.custom.name, call.id, call.custom.input)
+    return tool_call_text(call.type, call.id, "")
+
+
 def message_text(message: OpenAIMessage, where: str) -> str:
-    """All the text one message carries (an assistant's tool calls as a JSON line)."""
+    """All the text one message carries; tool calls and results as readable lines."""
     text = content_text(message.content, where)
     if isinstance(message, OpenAIAssistantMessage):
         if not text and message.refusal:
             text = message.refusal
-        if message.tool_calls:
-            calls = "Tool calls: " + _encode(message.tool_calls).decode()
-            text = f"{text}\n{calls}" if text else calls
+        calls = [_call_text(call) for call in message.tool_calls or ()]
+        if message.function_call is not None:
+            fc = message.function_call
+            calls.append(tool_call_text(fc.name, None, fc.arguments))
+        text = PART_SEPARATOR.join([text, *calls] if text else calls)
+    elif isinstance(message, OpenAIToolMessage):
+        text = tool_result_text(message.tool_call_id, text)
+    elif isinstance(message, OpenAIFunctionMessage):
+        text = tool_result_text(message.name, text)
     return text
 
 
 def split_messages(messages: list[OpenAIMessage]) -> tuple[str | None, list[Turn]]:
-    """The system prompt (system and developer messages, in order) and the other turns."""
+    """The system prompt (system and developer messages, in order) and the other turns
+    (a deprecated `function` result is a `tool` turn)."""
     system: list[str] = []
     turns: list[Turn] = []
     for i, message in enumerate(messages):
         text = message_text(message, f"messages[{i}]")
         if isinstance(message, (OpenAISystemMessage, OpenAIDeveloperMessage)):
             system.append(text)
+        elif isinstance(message, OpenAIFunctionMessage):
+            turns.append(Turn(role="tool", text=text))
         else:
             turns.append(Turn(role=message.__struct_config__.tag, text=text))
     return SYSTEM_SEPARATOR.join(system) or None, turns
+
+
+def _refuse_unsupported(body: OpenAIChatRequest) -> None:
+    if body.n is not None and body.n > 1:
+        raise InvalidRequest(
+            "n > 1 is not supported: only 1 choice per request (each request runs the CLI "
+            "once)", field="n"
+        )
+    if body.modalities and "audio" in body.modalities:
+        raise InvalidRequest(
+            "audio output is not supported: the CLIs behind clinvk answer in text; "
+            'send modalities ["text"]', field="modalities"
+        )
+    if "\x00" in body.model:  # it may become a CLI argument, where NUL cannot go
+        raise InvalidRequest("model must not contain a NUL character", field="model")
 
 
 def to_prompt_request(
     body: OpenAIChatRequest, *, config: Config, backends: list[str]
 ) -> PromptRequest:
     """Translate a chat completion request into the domain's PromptRequest."""
-    if body.n is not None and body.n > 1:
-        raise InvalidRequest(
-            "n > 1 is not supported: each request runs the CLI once", field="n"
-        )
-    if "\x00" in body.model:  # it may become a CLI argument, where NUL cannot go
-        raise InvalidRequest("model must not contain a NUL character", field="model")
+    _refuse_unsupported(body)
     route = route_model(body.model, config, backends)
     system_prompt, turns = split_messages(body.messages)
     options = body.clinvk
