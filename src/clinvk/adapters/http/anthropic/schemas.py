@@ -71,7 +71,7 @@ class AnthropicMessageParam(msgspec.Struct, frozen=True, kw_only=True):
     content: str | list[AnthropicBlockParam]
 
 
-class AnthropicToolParam(msgspec.Struct, frozen=True, kw_only=True):
+class AnthropicToolParam(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One entry of `tools`: a client tool (`input_schema`) or a server tool (`type`)."""
 
     name: str
