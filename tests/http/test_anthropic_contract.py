@@ -48,10 +48,11 @@ text_blocks = st.builds(lambda t: {"type": "text", "text": t}, text)
 
 @st.composite
 def messages(draw):
-    """1-6 turns; each content a string or text blocks with thinking blocks mixed in."""
+    """1-6 turns of every role; each content a string or text blocks with thinking blocks
+    mixed in."""
     out = []
     for _ in range(draw(st.integers(1, 6))):
-        role = draw(st.sampled_from(["user", "assistant"]))
+        role = draw(st.sampled_from(["user", "assistant", "system"]))
         if draw(st.booleans()):
             content = draw(text)
         else:
@@ -72,25 +73,35 @@ def expected_turns(msgs: list[dict]) -> list[tuple[str, str]] | None:
         if not joined.strip():
             if m["role"] == "user":
                 return None
-            continue
+            continue  # an assistant or system turn with nothing to say is dropped
         turns.append((m["role"], joined))
     return turns
 
 
-def unrender(prompt: str, n_turns: int, last_role: str) -> list[tuple[str, str]]:
+HISTORY = "The conversation so far, as a JSON array of messages, oldest first:"
+AFTER = "System messages sent after the latest user message, as a JSON array:"
+REPLY = "Reply to this latest user message:"
+CONTINUE = "Continue the conversation as the assistant."
+
+
+def unrender(prompt: str) -> list[tuple[str, str]]:
     """Read the turns back out of the shared renderer's layout."""
-    if n_turns == 1 and last_role == "user":
+    if not prompt.startswith((HISTORY + "\n", AFTER + "\n")):
         return [("user", prompt)]
-    header, history, blank, rest = prompt.split("\n", 3)
-    assert header.startswith("The conversation so far") and blank == ""
-    turns = [(t["role"], t["content"]) for t in json.loads(history)]
-    if last_role == "user":
-        lead, last = rest.split("\n", 1)
-        assert lead == "Reply to this latest user message:"
-        turns.append(("user", last))
-    else:
-        assert rest == "Continue the conversation as the assistant."
-    return turns
+    turns: list[tuple[str, str]] = []
+    after: list[tuple[str, str]] = []
+    rest = prompt
+    for header, into in ((HISTORY, turns), (AFTER, after)):
+        if rest.startswith(header + "\n"):
+            _, history, blank, rest = rest.split("\n", 3)
+            assert blank == ""
+            into += [(t["role"], t["content"]) for t in json.loads(history)]
+    if rest == CONTINUE:
+        assert not after
+        return turns
+    lead, last = rest.split("\n", 1)
+    assert lead == REPLY
+    return [*turns, ("user", last), *after]
 
 
 workdirs = st.sampled_from(["/tmp", "/etc", "relative", "/no/such/dir", "/tmp/a\x00b", "", 7])
@@ -183,7 +194,8 @@ def expected_text(events: list[ev.StreamEvent]) -> str:
 @settings(max_examples=150, deadline=None)
 @given(msgs=messages(), system=st.none() | text | st.lists(text_blocks, max_size=3))
 def test_translation_keeps_every_text_block_in_order(msgs, system):
-    """Every text block reaches the CLI prompt, in order and unchanged; thinking is dropped."""
+    """Every text block of every role reaches the CLI prompt, in order and unchanged (system
+    turns in place); thinking is dropped."""
     raw = msgspec.json.encode({"model": "claude", "max_tokens": 5, "messages": msgs,
                                "system": system})
     body = decode_messages_request(raw)
@@ -197,7 +209,7 @@ def test_translation_keeps_every_text_block_in_order(msgs, system):
     if not want:
         return  # nothing to send; the domain refuses an empty prompt
     request = to_prompt_request(body, Config(), BACKENDS)
-    assert unrender(request.prompt, len(want), want[-1][0]) == want
+    assert unrender(request.prompt) == want
     if isinstance(system, list):
         system = "\n".join(b["text"] for b in system if b["text"])
     assert request.system_prompt == (system or None)
