@@ -47,8 +47,8 @@ def claude_code(clinvk_server, tmp_path: Path):
     }
 
     def run(*args: str) -> str:
-        done = subprocess.run([str(cli_path("claude")), *args], env=env, cwd=cwd,
-                              capture_output=True, text=True, timeout=GUARD_SECS)
+        done = subprocess.run([str(cli_path("claude")), *args], check=False, env=env,
+                              cwd=cwd, capture_output=True, text=True, timeout=GUARD_SECS)
         assert done.returncode == 0, (done.stdout, done.stderr[-2000:])
         return done.stdout
 

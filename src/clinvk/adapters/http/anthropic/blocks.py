@@ -16,7 +16,10 @@ from collections.abc import Callable
 
 import msgspec
 
-from clinvk.adapters.http.anthropic.schemas import AnthropicBlockParam, AnthropicSourceParam
+from clinvk.adapters.http.anthropic.schemas import (
+    AnthropicBlockParam,
+    AnthropicSourceParam,
+)
 from clinvk.domain.chat import tool_call_text, tool_result_text
 from clinvk.domain.errors import InvalidRequest
 
