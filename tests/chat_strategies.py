@@ -57,7 +57,8 @@ def documents(draw):
     kind = draw(st.sampled_from(["text", "content", "url", "base64-text", "pdf", "file"]))
     source = {
         "text": lambda: {"type": "text", "media_type": "text/plain", "data": draw(any_text)},
-        "content": lambda: {"type": "content", "content": draw(st.lists(text_blocks(), max_size=2))},
+        "content": lambda: {"type": "content",
+                            "content": draw(st.lists(text_blocks(), max_size=2))},
         "url": lambda: {"type": "url", "url": "https://example.com/a.pdf"},
         "base64-text": lambda: {"type": "base64", "media_type": "text/plain",
                                 "data": _b64(draw(any_text))},
@@ -94,7 +95,8 @@ web_search_results = st.builds(
     ids, words,
 ) | st.builds(
     lambda i: {"type": "web_search_tool_result", "tool_use_id": i,
-               "content": {"type": "web_search_tool_result_error", "error_code": "max_uses_exceeded"}},
+               "content": {"type": "web_search_tool_result_error",
+                           "error_code": "max_uses_exceeded"}},
     ids,
 )
 search_results = st.builds(
