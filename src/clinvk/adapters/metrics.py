@@ -3,7 +3,7 @@
 One `Metrics` object owns its own registry (never the global one, so several apps in one
 process, as in tests, do not collide). The HTTP middleware reports requests through
 `observe_request`; `MeteredBackendRunner` wraps the BackendRunner port to count runs,
-failures, durations and tokens; the live-process gauge asks a callback at scrape time,
+failures, durations, tokens and the retries the CLIs report (through the event sink); the live-process gauge asks a callback at scrape time,
 wired in the composition root, so this module never imports the subprocess adapter.
 """
 
@@ -33,6 +33,7 @@ from clinvk.domain.errors import (
     BackendUnavailable,
     ClinvkError,
 )
+from clinvk.domain.events import Retry, StreamEvent
 from clinvk.domain.models import RunResult, RunSpec, TokenUsage
 from clinvk.domain.runner_decorator import RunnerDecorator
 from clinvk.ports import BackendRunner, EventSink
@@ -92,6 +93,10 @@ class Metrics:
             "clinvk_backend_tokens", "Tokens reported by the CLIs",
             ["backend", "kind"], registry=r,
         )
+        self.retries = Counter(
+            "clinvk_backend_retries", "Failed model-API calls a CLI reported it retries",
+            ["backend"], registry=r,
+        )
 
     def track_processes(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Export `source()` (live CLI process groups per backend) at every scrape."""
@@ -149,8 +154,15 @@ class MeteredBackendRunner(RunnerDecorator):
         m, backend = self.metrics, spec.backend
         m.runs.labels(backend).inc()
         started = time.monotonic()
+
+        async def watch(event: StreamEvent) -> None:
+            if isinstance(event, Retry):
+                m.retries.labels(backend).inc()
+            if on_event is not None:
+                await on_event(event)
+
         try:
-            result = await self.inner.run(spec, on_event)
+            result = await self.inner.run(spec, watch)
         except anyio.get_cancelled_exc_class():
             m.failures.labels(backend, "cancelled").inc()
             raise

@@ -60,6 +60,10 @@ class Decoder(Protocol):
         """Decode one stdout line into zero or more events."""
         ...
 
+    def feed_stderr(self, line: bytes) -> list[StreamEvent]:
+        """Decode one stderr line (retry notices some CLIs print only there)."""
+        ...
+
     def finish(self, *, exit_code: int, stderr: str, duration_ms: int) -> RunResult:
         """Build the result once the process ended; raise BackendFailed on failure."""
         ...

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable
 from typing import Any, Union
 
 import msgspec
@@ -11,12 +14,13 @@ from clinvk.adapters.backends.base import (
     check_extra,
     prompt_via_stdin,
 )
+from clinvk.adapters.backends.limits import api_error, http_status
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import BackendFailed, bounded
 from clinvk.domain.events import (
     Init,
     Message,
-    Notice,
+    Retry,
     StreamEvent,
     TextDelta,
     ToolResult,
@@ -69,6 +73,7 @@ class _System(msgspec.Struct, tag="system", tag_field="type"):
     model: str | None = None
     attempt: int | None = None
     max_retries: int | None = None
+    retry_delay_ms: float | None = None
     error_status: int | None = None
     error: str | None = None
 
@@ -101,20 +106,47 @@ class _Result(msgspec.Struct, tag="result", tag_field="type"):
     errors: list[Any] = []
 
 
-_Line = Union[_System, _StreamEvent, _Assistant, _User, _Result]
+class _RateLimitInfo(msgspec.Struct):
+    status: str = ""
+    resetsAt: float | None = None
+    rateLimitType: str | None = None
+
+
+class _RateLimitEvent(msgspec.Struct, tag="rate_limit_event", tag_field="type"):
+    """A subscription's limit state (claude.ai logins only; read from the bundle)."""
+
+    rate_limit_info: _RateLimitInfo = msgspec.field(default_factory=_RateLimitInfo)
+
+
+_Line = Union[_System, _StreamEvent, _Assistant, _User, _Result, _RateLimitEvent]
 _decode = msgspec.json.Decoder(_Line).decode
+
+
+#: The synthetic assistant message's `error` values that are limits, and which kind.
+_LIMIT_ERRORS = {"rate_limit": "rate", "billing_error": "usage"}
+#: Claude's own wording for a subscription's usage limit or an account out of credit.
+_USAGE_WORDS = re.compile(
+    r"You've hit your|You’ve hit your|usage limit|spend limit|out of (?:extra )?usage"
+    r"|usage credits|credit balance is too low",
+    re.IGNORECASE,
+)
 
 
 class ClaudeDecoder:
     """Decodes claude's stream-json lines."""
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, *, now: Callable[[], float] = time.time) -> None:
         self._spec = spec
+        self._now = now
         self._session_id: str | None = None
         self._model: str | None = None
         self._deltas: list[str] = []
         self._result: _Result | None = None
         self._last_retry: str | None = None
+        #: The synthetic error message's kind (`rate_limit`, `server_error`, ...).
+        self._api_error: str | None = None
+        #: The last subscription limit claude reported as rejected.
+        self._rejected: _RateLimitInfo | None = None
         #: The model the API answered with (assistant messages), preferred over init's.
         self._answered: str | None = None
 
@@ -144,9 +176,26 @@ class ClaudeDecoder:
                     f"API error {item.error_status or ''} ({item.error}), "
                     f"retry {item.attempt}/{item.max_retries}"
                 )
-                return [Notice(message=self._last_retry)]
+                # claude counts retries: after `attempt` failed calls comes retry number
+                # `attempt` of `max_retries`, so it makes max_retries + 1 calls in all.
+                delay = item.retry_delay_ms
+                return [
+                    Retry(
+                        attempt=item.attempt or 0,
+                        max_attempts=None if item.max_retries is None else item.max_retries + 1,
+                        status=item.error_status,
+                        message=item.error or "",
+                        delay_secs=None if delay is None else round(delay / 1000, 3),
+                    )
+                ]
+            return []
+        if isinstance(item, _RateLimitEvent):
+            if item.rate_limit_info.status == "rejected":
+                self._rejected = item.rate_limit_info
             return []
         if isinstance(item, _Assistant):
+            if item.error and item.parent_tool_use_id is None:
+                self._api_error = item.error
             if item.parent_tool_use_id is not None or item.error:
                 return []  # synthetic error messages repeat what `result` says
             if item.message.model and item.message.model != "<synthetic>":
@@ -172,6 +221,10 @@ class ClaudeDecoder:
         self._result = item
         self._session_id = item.session_id or self._session_id
         return [Usage(usage=self._usage())]
+
+    def feed_stderr(self, line: bytes) -> list[StreamEvent]:
+        """claude reports retries on stdout (`api_retry`); stderr holds nothing to stream."""
+        return []
 
     def _usage(self) -> TokenUsage:
         u = self._result.usage if self._result else _ApiUsage()
@@ -203,15 +256,28 @@ class ClaudeDecoder:
             stop_reason=stop,
         )
         failed = r is None or (r.is_error and stop != "max_turns")
-        if failed:
-            if r is not None:
-                message = r.result or "; ".join(str(e) for e in r.errors) or r.subtype
-                if r.api_error_status:
-                    message = f"{message} (API status {r.api_error_status})"
-            else:
-                message = stderr.strip() or self._last_retry or "claude ended without a result"
+        if not failed:
+            return result
+        if r is None:
+            message = stderr.strip() or self._last_retry or "claude ended without a result"
             raise BackendFailed("claude", bounded(message), exit_code=exit_code, result=result)
-        return result
+        message = r.result or "; ".join(str(e) for e in r.errors) or r.subtype
+        status = http_status(r.api_error_status)
+        if status:
+            message = f"{message} (API status {status})"
+        if status is None and self._api_error is None:
+            raise BackendFailed("claude", bounded(message), exit_code=exit_code, result=result)
+        limit = _LIMIT_ERRORS.get(self._api_error or "")
+        if limit is not None and _USAGE_WORDS.search(message):
+            limit = "usage"
+        retry_after = None
+        if self._rejected is not None and self._rejected.resetsAt:
+            limit = "usage" if self._rejected.rateLimitType else (limit or "rate")
+            retry_after = max(0.0, self._rejected.resetsAt - self._now())
+        raise api_error(
+            "claude", bounded(message), status=status, limit=limit, retry_after=retry_after,
+            exit_code=exit_code, result=result,
+        )
 
 
 def _text_of(content: Any) -> str:
@@ -262,6 +328,9 @@ class ClaudeBackend:
             argv += ["--max-turns", str(spec.max_turns)]
         if spec.max_tokens:
             env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(spec.max_tokens)
+        if spec.max_retries is not None:
+            # claude's retry budget for failed API calls (default 10, about 3 minutes).
+            env["CLAUDE_CODE_MAX_RETRIES"] = str(spec.max_retries)
         if spec.ephemeral:
             argv.append("--no-session-persistence")
         if spec.resume_id:

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Union
+import os
+import re
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
 
 import msgspec
 
 from clinvk.adapters.backends.base import Invocation, check_extra, prompt_via_stdin
+from clinvk.adapters.backends.limits import api_error
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import BackendFailed, bounded
 from clinvk.domain.events import (
     Init,
     Message,
     Notice,
+    Retry,
     StreamEvent,
     ToolResult,
     ToolUse,
@@ -91,11 +99,72 @@ _Line = Union[
 _decode = msgspec.json.Decoder(_Line).decode
 
 
+# codex 0.169.0's words for its retries and failures (`error` / `turn.failed` messages):
+#   Reconnecting... 2/5 (unexpected status 503 Service Unavailable: <body>, url: ...)
+#   Reconnecting... waiting for network (Connection failed: ...)
+#   exceeded retry limit, last status: 429 Too Many Requests
+#   unexpected status 529 <unknown status code>: <body>, url: ...
+#   We’re currently experiencing high demand, which may cause temporary errors.   (a 500)
+#   Quota exceeded. Check your plan and billing details.       (insufficient_quota)
+#   You’ve hit your usage limit. ... try again at 6:15 PM.     (usage_limit_reached)
+_RECONNECTING = re.compile(r"^Reconnecting\.\.\.\s*(?:(\d+)/(\d+))?[^(]*(?:\((.*)\))?", re.DOTALL)
+_STATUS = re.compile(r"(?:unexpected status|last status:)\s*(\d{3})\b")
+_HIGH_DEMAND = re.compile(r"experiencing high demand")
+_OVERLOADED = re.compile(r"experiencing high load|Server is busy|server_is_overloaded", re.IGNORECASE)
+_USAGE = re.compile(r"usage limit|Quota exceeded|insufficient_quota", re.IGNORECASE)
+_TRY_AGAIN_AT = re.compile(
+    r"try again at (?:(?P<month>[A-Z][a-z]{2}) (?P<day>\d{1,2})(?:st|nd|rd|th), (?P<year>\d{4}) )?"
+    r"(?P<hour>\d{1,2}):(?P<minute>\d{2}) (?P<ampm>AM|PM)"
+)
+_TRY_AGAIN_IN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(seconds?|s|minutes?|m|hours?|h)\b")
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+
+def codex_status(message: str) -> int | None:
+    """The model API's HTTP status codex names in a failure message, if any."""
+    match = _STATUS.search(message)
+    if match is not None:
+        return int(match.group(1))
+    return 500 if _HIGH_DEMAND.search(message) else None
+
+
+def reset_in(message: str, now: dt.datetime) -> float | None:
+    """Seconds until the limit resets, from codex's "try again at 6:15 PM" (local time;
+    the next such time) or "try again at Dec 3rd, 2026 5:09 PM"; `now` is local and aware."""
+    after = _TRY_AGAIN_IN.search(message)
+    if after is not None:
+        unit = after.group(2)[0]
+        return float(after.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
+    at = _TRY_AGAIN_AT.search(message)
+    if at is None:
+        return None
+    hour = int(at["hour"]) % 12 + (12 if at["ampm"] == "PM" else 0)
+    minute = int(at["minute"])
+    if at["year"]:
+        month = _MONTHS.get(at["month"])
+        if month is None:
+            return None
+        when = now.replace(year=int(at["year"]), month=month, day=int(at["day"]),
+                           hour=hour, minute=minute, second=0, microsecond=0)
+    else:
+        when = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if when < now:
+            when += dt.timedelta(days=1)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _local_now() -> dt.datetime:
+    return dt.datetime.fromtimestamp(time.time()).astimezone()
+
+
 class CodexDecoder:
     """Decodes `codex exec --json` lines."""
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, *, now: Callable[[], dt.datetime] = _local_now) -> None:
         self._spec = spec
+        self._now = now
+        self._retries = 0
         self._thread: str | None = spec.resume_id
         self._messages: list[str] = []
         self._usage: TokenUsage | None = None
@@ -146,7 +215,25 @@ class CodexDecoder:
         if isinstance(item, _Error):
             # Also used for "Reconnecting..." notices: remember it, fail only on turn.failed.
             self._last_error = item.message
-            return [Notice(message=item.message)]
+            retry = _RECONNECTING.match(item.message)
+            if retry is None:
+                return [Notice(message=item.message)]
+            self._retries += 1
+            attempt, budget, cause = retry.groups()
+            cause = cause or item.message
+            # "Reconnecting... k/N": after k failed connections comes retry k of N.
+            return [
+                Retry(
+                    attempt=int(attempt) if attempt else self._retries,
+                    max_attempts=int(budget) + 1 if budget else None,
+                    status=codex_status(cause),
+                    message=bounded(cause, 500),
+                )
+            ]
+        return []
+
+    def feed_stderr(self, line: bytes) -> list[StreamEvent]:
+        """codex reports retries in its JSON events; stderr holds nothing to stream."""
         return []
 
     def finish(self, *, exit_code: int, stderr: str, duration_ms: int) -> RunResult:
@@ -167,7 +254,16 @@ class CodexDecoder:
                 or self._last_error
                 or f"codex exited with code {exit_code} without finishing its turn"
             )
-            raise BackendFailed("codex", bounded(message), exit_code=exit_code, result=result)
+            status = codex_status(message)
+            usage = bool(_USAGE.search(message))
+            overloaded = bool(_OVERLOADED.search(message))
+            if status is None and not (usage or overloaded):
+                raise BackendFailed("codex", bounded(message), exit_code=exit_code, result=result)
+            raise api_error(
+                "codex", bounded(message), status=status, limit="usage" if usage else None,
+                retry_after=reset_in(message, self._now()) if usage else None,
+                overloaded=overloaded, exit_code=exit_code, result=result,
+            )
         return result
 
 
@@ -178,6 +274,100 @@ def _stderr_error(stderr: str) -> str:
         if ln.strip() and not ln.startswith(("Reading additional input", "Reading prompt"))
     ]
     return "\n".join(lines[-10:])
+
+
+#: Providers built into codex. codex refuses `model_providers.<id>` settings for them, so
+#: their retry budget stays codex's own (define a provider of your own to set it).
+BUILTIN_PROVIDERS = frozenset({"openai", "ollama", "lmstudio", "amazon-bedrock"})
+DEFAULT_PROVIDER = "openai"
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_value(text: str) -> Any:
+    """A `-c key=value` value as codex reads it: TOML, else the raw text as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def config_flags(flags: Sequence[str]) -> tuple[list[tuple[str, Any]], str | None, bool]:
+    """From codex flags: the `-c key=value` overrides in order, the `-p` profile, `--oss`."""
+    overrides: list[tuple[str, Any]] = []
+    profile: str | None = None
+    oss = False
+    items = iter(flags)
+    for flag in items:
+        name, eq, inline = flag.partition("=")
+        if name in ("-c", "--config"):
+            value = inline if eq else next(items, "")
+            key, has_value, raw = value.partition("=")
+            if has_value:
+                overrides.append((key.strip(), _toml_value(raw)))
+        elif name in ("-p", "--profile"):
+            profile = inline if eq else next(items, None)
+        elif name == "--oss":
+            oss = True
+    return overrides, profile, oss
+
+
+def active_provider(flags: Sequence[str], user_config: Mapping[str, Any]) -> str | None:
+    """The id of the model provider a codex run uses, when its retry settings can be set:
+    a provider defined in `user_config` (codex's config.toml) or by `-c` flags, not one of
+    codex's built-in ones. Resolved as codex does: `-c model_provider=`, else the profile's
+    `model_provider`, else config.toml's, else codex's default (`openai`)."""
+    overrides, profile, oss = config_flags(flags)
+    if oss:
+        return None  # --oss runs a built-in local provider
+    set_by_flag = {key: value for key, value in overrides}
+    profile = profile or set_by_flag.get("profile") or user_config.get("profile")
+    profiles = user_config.get("profiles")
+    chosen = profiles.get(profile, {}) if isinstance(profiles, dict) and profile else {}
+    provider = (
+        set_by_flag.get("model_provider")
+        or (chosen.get("model_provider") if isinstance(chosen, dict) else None)
+        or user_config.get("model_provider")
+        or DEFAULT_PROVIDER
+    )
+    if not isinstance(provider, str) or provider in BUILTIN_PROVIDERS:
+        return None
+    if not _BARE_KEY.match(provider):
+        return None  # a dotted -c path could not name it
+    defined = user_config.get("model_providers")
+    by_flag = any(
+        key == f"model_providers.{provider}" or key.startswith(f"model_providers.{provider}.")
+        for key in set_by_flag
+    )
+    if by_flag or (isinstance(defined, dict) and provider in defined):
+        return provider
+    return None
+
+
+def retry_flags(provider: str | None, max_retries: int | None) -> list[str]:
+    """`-c` flags giving `provider` a retry budget: `request_max_retries` (retries of one
+    HTTP request) and `stream_max_retries` (reconnects, each reported as "Reconnecting...").
+    Both get `max_retries`: codex nests them, so it may make (n + 1)² calls in all."""
+    if provider is None or max_retries is None:
+        return []
+    prefix = f"model_providers.{provider}"
+    return [
+        "-c", f"{prefix}.request_max_retries={max_retries}",
+        "-c", f"{prefix}.stream_max_retries={max_retries}",
+    ]
+
+
+def user_config(env: Mapping[str, str]) -> dict[str, Any]:
+    """codex's config.toml as the CLI will read it ($CODEX_HOME, else ~/.codex); {} when
+    it is missing or unreadable (codex then reports the problem itself)."""
+    home = env.get("CODEX_HOME") or os.environ.get("CODEX_HOME")
+    if not home:
+        user_home = env.get("HOME") or os.environ.get("HOME") or os.path.expanduser("~")
+        home = os.path.join(user_home, ".codex")
+    try:
+        with open(os.path.join(home, "config.toml"), "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
 
 
 def _toml_string(value: str) -> str:
@@ -214,8 +404,10 @@ class CodexBackend:
             argv += ["-c", f"model_instructions_file={_toml_string(system_prompt_file)}"]
         if spec.ephemeral:
             argv.append("--ephemeral")
-        argv += config.extra_flags
-        argv += check_extra(spec.extra, self.allowed_extra, self.name)
+        flags = [*config.extra_flags, *check_extra(spec.extra, self.allowed_extra, self.name)]
+        argv += flags
+        if spec.max_retries is not None:
+            argv += retry_flags(active_provider(flags, user_config(config.env)), spec.max_retries)
         if spec.resume_id:
             argv += ["resume", spec.resume_id]
         return argv

@@ -1,18 +1,30 @@
-"""Gemini CLI: `gemini -o stream-json` (JSONL events with token deltas)."""
+"""Gemini CLI: `gemini -o stream-json` (JSONL events with token deltas).
+
+gemini reads its retry budget only from settings (`general.maxAttempts`), reports retries
+only on stderr, and puts the model API's status in its exit code (modulo 256) and in the
+error it prints; see `gemini_settings.py` for the settings overlay.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Union
 
 import msgspec
 
 from clinvk.adapters.backends.base import Invocation, check_extra, prompt_via_stdin
+from clinvk.adapters.backends.gemini_settings import (
+    SYSTEM_SETTINGS_ENV,
+    SettingsOverlays,
+)
+from clinvk.adapters.backends.limits import api_error, http_status, parse_duration
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import BackendFailed, bounded
 from clinvk.domain.events import (
     Init,
     Message,
     Notice,
+    Retry,
     StreamEvent,
     TextDelta,
     ToolResult,
@@ -20,6 +32,9 @@ from clinvk.domain.events import (
     Usage,
 )
 from clinvk.domain.models import RunResult, RunSpec, TokenUsage
+
+#: gemini refuses `general.maxAttempts` above this.
+MAX_ATTEMPTS_LIMIT = 10
 
 _APPROVAL = {"auto": "auto_edit", "none": "yolo", "always": "default"}
 
@@ -78,16 +93,45 @@ _Line = Union[_Init, _Message, _ToolUse, _ToolResult, _Error, _Result]
 _decode = msgspec.json.Decoder(_Line).decode
 
 
-class GeminiDecoder:
-    """Decodes `gemini -o stream-json` lines."""
+# Retry notices gemini 0.61.0 prints on stderr (one per failed attempt that is retried):
+#   Attempt 2 failed with status 500. Retrying with backoff... <error>
+#   Attempt 2 failed with 429 error (no Retry-After header). Retrying with backoff...
+#   Attempt 1 failed: <message, may run over several lines>. Retrying after 5339ms...
+# and `Attempt 3 failed: <message>. Max attempts reached` when it gives up (not a retry).
+_ATTEMPT = re.compile(r"^Attempt (\d+) failed(?: with status (\d{3})| with (429|5xx) error)?")
+_BACKOFF = re.compile(r"Retrying with backoff")
+_AFTER = re.compile(r"Retrying after (\d+(?:\.\d+)?)ms")
+_GAVE_UP = re.compile(r"Max attempts reached")
+_ATTEMPT_MESSAGE = re.compile(r"^Attempt \d+ failed: (.*)")
 
-    def __init__(self, spec: RunSpec) -> None:
+# What the failure says about a limit. gemini's own classes (on stderr) say whether a 429
+# is a usage quota (TerminalQuotaError: daily quota, capacity) or a short-term one.
+_USAGE = re.compile(r"TerminalQuotaError|exhausted your daily quota|exhausted your capacity")
+_OVERLOADED = re.compile(r"model is overloaded|MODEL_CAPACITY_EXHAUSTED", re.IGNORECASE)
+_SUGGESTED = re.compile(r"Suggested retry after (\d+(?:\.\d+)?(?:ms|s|m|h))")
+_RETRY_DELAY_MS = re.compile(r"retryDelayMs: (\d+)")
+_CODE = re.compile(r'"code":\s*(\d{3})')
+_STATUS_LINE = re.compile(r"^\s*status: (\d{3})\s*$", re.MULTILINE)
+
+
+class GeminiDecoder:
+    """Decodes `gemini -o stream-json` lines (and its retry notices on stderr)."""
+
+    def __init__(
+        self, spec: RunSpec, *, max_attempts: int | None = None, notice: str | None = None
+    ) -> None:
+        """`max_attempts`: the budget clinvk gave gemini (None: gemini's own setting);
+        `notice`: something to tell the client with the init event."""
         self._spec = spec
+        self._max_attempts = max_attempts
+        self._notice = notice
         self._session_id: str | None = None
         self._model: str | None = spec.model
         self._text: list[str] = []
         self._result: _Result | None = None
         self._last_error: str | None = None
+        #: (attempt, message) of an "Attempt N failed: ..." notice still being printed.
+        self._pending: tuple[int, str] | None = None
 
     def feed(self, line: bytes) -> list[StreamEvent]:
         try:
@@ -104,7 +148,8 @@ class GeminiDecoder:
         if isinstance(item, _Init):
             self._session_id = item.session_id
             self._model = item.model or self._model
-            return [Init(backend_session_id=item.session_id, model=item.model)]
+            init = Init(backend_session_id=item.session_id, model=item.model)
+            return [init, Notice(message=self._notice)] if self._notice else [init]
         if isinstance(item, _ToolUse):
             return [ToolUse(name=item.tool_name, input=item.parameters, id=item.tool_id)]
         if isinstance(item, _ToolResult):
@@ -119,6 +164,41 @@ class GeminiDecoder:
         if answered:
             self._model = answered[0]
         return [Usage(usage=self._usage())]
+
+    def feed_stderr(self, line: bytes) -> list[StreamEvent]:
+        """gemini's retry notices: one `Retry` per failed attempt it will retry."""
+        text = line.decode("utf-8", "replace").strip()
+        match = _ATTEMPT.match(text)
+        if match is not None:
+            self._pending = None
+            attempt = int(match.group(1))
+            status = match.group(2) or (match.group(3) if match.group(3) == "429" else None)
+            message = _ATTEMPT_MESSAGE.match(text)
+            if _BACKOFF.search(text) or _AFTER.search(text):
+                return [self._retry(attempt, int(status) if status else None, text)]
+            if message is not None and not _GAVE_UP.search(text):
+                self._pending = (attempt, message.group(1))  # continues on the next lines
+            return []
+        if self._pending is not None:
+            if _AFTER.search(text):
+                attempt, message = self._pending
+                self._pending = None
+                return [self._retry(attempt, None, f"{message} {text}")]
+            if _GAVE_UP.search(text):
+                self._pending = None
+        return []
+
+    def _retry(self, attempt: int, status: int | None, text: str) -> Retry:
+        after = _AFTER.search(text)
+        message = text.split(". Retrying", 1)[0]
+        message = _ATTEMPT_MESSAGE.sub(r"\1", message)
+        return Retry(
+            attempt=attempt,
+            max_attempts=self._max_attempts,
+            status=status,
+            message=bounded(message, 500),
+            delay_secs=round(float(after.group(1)) / 1000, 3) if after else None,
+        )
 
     def _usage(self) -> TokenUsage:
         s = self._result.stats if self._result else _Stats()
@@ -143,10 +223,41 @@ class GeminiDecoder:
             message = r.error.message
         else:
             message = _stderr_error(stderr) or self._last_error or "gemini ended without a result"
-        # In json modes gemini exits with the API's HTTP status modulo 256.
-        if 400 <= exit_code + 256 <= 599:
-            message = f"{message} (API status {exit_code + 256})"
-        raise BackendFailed("gemini", bounded(message), exit_code=exit_code, result=result)
+        status = _api_status(message, stderr, exit_code)
+        if status is None:
+            raise BackendFailed("gemini", bounded(message), exit_code=exit_code, result=result)
+        message = f"{message} (API status {status})"
+        said = f"{message}\n{stderr}"
+        limit = "usage" if status == 429 and _USAGE.search(said) else None
+        raise api_error(
+            "gemini", bounded(message), status=status, limit=limit,
+            retry_after=_retry_after(said), overloaded=bool(_OVERLOADED.search(message)),
+            exit_code=exit_code, result=result,
+        )
+
+
+def _api_status(message: str, stderr: str, exit_code: int) -> int | None:
+    """The model API's HTTP status behind a failure: the error body's `code`, the
+    `status:` of the error gemini dumps on stderr, else the exit code, which in json modes
+    is the status modulo 256 (429 -> 173; ambiguous for 529 -> 17, hence last)."""
+    code = _CODE.search(message)
+    if code is not None and http_status(int(code.group(1))):
+        return int(code.group(1))
+    statuses = _STATUS_LINE.findall(stderr)
+    if statuses and http_status(int(statuses[-1])):
+        return int(statuses[-1])
+    if exit_code > 0 and http_status(exit_code + 256):
+        return exit_code + 256
+    return None
+
+
+def _retry_after(text: str) -> float | None:
+    """Seconds gemini says to wait (the API's RetryInfo: "Suggested retry after 37s.")."""
+    suggested = _SUGGESTED.search(text)
+    if suggested is not None:
+        return parse_duration(suggested.group(1))
+    delay = _RETRY_DELAY_MS.search(text)
+    return int(delay.group(1)) / 1000 if delay is not None else None
 
 
 _NOISE = (
@@ -183,11 +294,26 @@ class GeminiBackend:
         "--extensions": True,
     }
 
+    def __init__(self, overlays: SettingsOverlays | None = None) -> None:
+        self._overlays = overlays if overlays is not None else SettingsOverlays()
+
+    @staticmethod
+    def max_attempts(spec: RunSpec) -> int | None:
+        """gemini's `general.maxAttempts` for this run (calls in all), None = its own."""
+        if spec.max_retries is None:
+            return None
+        return min(spec.max_retries + 1, MAX_ATTEMPTS_LIMIT)
+
     def invocation(
         self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
     ) -> Invocation:
         argv = [command, "-o", "stream-json"]
         env: dict[str, str] = {}
+        attempts = self.max_attempts(spec)
+        if attempts is not None:
+            path = self._overlays.path({"general": {"maxAttempts": attempts}}, config.env)
+            if path is not None:
+                env[SYSTEM_SETTINGS_ENV] = path
         if spec.model:
             argv += ["-m", spec.model]
         if spec.approval_mode in _APPROVAL:
@@ -209,4 +335,9 @@ class GeminiBackend:
         return inv
 
     def decoder(self, spec: RunSpec, config: BackendConfig) -> GeminiDecoder:
-        return GeminiDecoder(spec)
+        attempts = self.max_attempts(spec)
+        notice = None
+        if attempts is not None and self._overlays.problem is not None:
+            notice = f"max_retries not applied to gemini: {self._overlays.problem}"
+            attempts = None
+        return GeminiDecoder(spec, max_attempts=attempts, notice=notice)

@@ -15,6 +15,9 @@ from anyio.abc import Process
 
 #: Bytes of stderr kept (the tail): enough for a CLI's error message, bounded for chatty ones.
 STDERR_TAIL_BYTES = 16 * 1024
+#: Longest stderr line handed to `on_stderr_line`; a longer one is handed over in pieces of
+#: this size, so a CLI that never prints a newline cannot grow a buffer without end.
+STDERR_LINE_BYTES = 8 * 1024
 #: Seconds between SIGTERM to the process group and SIGKILL.
 TERMINATE_GRACE_SECS = 2.0
 _CHUNK = 64 * 1024
@@ -182,10 +185,11 @@ async def drive(
     idle_timeout: float | None,
     groups: ProcessGroups | None = None,
     input: bytes | None = None,
+    on_stderr_line: LineHandler | None = None,
 ) -> ProcessOutcome:
-    """Feed `input` (if any) to stdin, call `on_line` for each stdout line as it arrives,
-    and wait for the exit; terminate the whole group at the deadline, on idle timeout or
-    on cancellation, whatever happens."""
+    """Feed `input` (if any) to stdin, call `on_line` for each stdout line (and
+    `on_stderr_line` for each stderr line) as it arrives, and wait for the exit; terminate
+    the whole group at the deadline, on idle timeout or on cancellation, whatever happens."""
     process, out_read = cli.process, cli.out_read
     if groups is not None:
         groups.add(process.pid, cli.label)
@@ -206,11 +210,23 @@ async def drive(
     async def read_stderr() -> None:
         nonlocal tail_size
         assert process.stderr is not None
+        pending = b""
         async for chunk in process.stderr:
             tail.append(chunk)
             tail_size += len(chunk)
             while tail_size - len(tail[0]) >= STDERR_TAIL_BYTES and len(tail) > 1:
                 tail_size -= len(tail.popleft())
+            if on_stderr_line is None:
+                continue
+            *lines, pending = (pending + chunk).split(b"\n")
+            while len(pending) > STDERR_LINE_BYTES:
+                lines.append(pending[:STDERR_LINE_BYTES])
+                pending = pending[STDERR_LINE_BYTES:]
+            for line in lines:
+                if line.strip():
+                    await on_stderr_line(line)
+        if on_stderr_line is not None and pending.strip():
+            await on_stderr_line(pending)
 
     async def receive() -> bytes:
         while True:
@@ -278,11 +294,13 @@ async def run_process(
     idle_timeout: float | None,
     groups: ProcessGroups | None = None,
     label: str = "",
+    on_stderr_line: LineHandler | None = None,
 ) -> ProcessOutcome:
     """Start argv (see `spawn`) and drive it to the end (see `drive`)."""
     cli = await spawn(argv, cwd=cwd, env=env, stdin=stdin, label=label)
     return await drive(
-        cli, on_line=on_line, timeout=timeout, idle_timeout=idle_timeout, groups=groups
+        cli, on_line=on_line, timeout=timeout, idle_timeout=idle_timeout, groups=groups,
+        on_stderr_line=on_stderr_line,
     )
 
 

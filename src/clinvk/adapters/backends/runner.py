@@ -207,6 +207,13 @@ class SubprocessBackendRunner:
                     for event in events:
                         await on_event(event)
 
+            async def on_stderr_line(line: bytes) -> None:
+                # Some CLIs report progress (retries) only on stderr.
+                events: list[StreamEvent] = decoder.feed_stderr(line)
+                if on_event is not None:
+                    for event in events:
+                        await on_event(event)
+
             started = time.monotonic()
             try:
                 if cli is None:
@@ -226,6 +233,7 @@ class SubprocessBackendRunner:
                     idle_timeout=spec.idle_timeout_secs,
                     groups=self.groups,
                     input=feed,
+                    on_stderr_line=on_stderr_line,
                 )
             finally:
                 if warm is not None:

@@ -8,7 +8,11 @@ and records model calls so a test can check what the CLI actually sent (the prom
 verbatim, the earlier turns of a resumed session).
 
 Knobs (constructor kwargs, CLI flags, or `POST /_control` at runtime):
-  words, delay_ms, fail_status, hang, reply, input_tokens  -- see DEFAULT_KNOBS.
+  words, delay_ms, fail_status, hang, reply, input_tokens  -- see DEFAULT_KNOBS;
+  fail_apis, fail_headers, fail_error, fail_message, fail_extra, fail_calls shape an
+  injected failure as one API would send it (a 429 with `retry-after`, an Anthropic 529
+  `overloaded_error`, an OpenAI `insufficient_quota`, a Gemini `RESOURCE_EXHAUSTED` with
+  `RetryInfo`), for the calls of one CLI only if asked.
 Control endpoints: GET/POST /_control, POST /_reset, GET/DELETE /_log.
 
 Stdlib only: the test suite and the demo need nothing else to run it.
@@ -36,7 +40,18 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "hang": False,  # read the request, log it, then never answer (until stop())
     "reply": None,  # fixed reply text instead of the generated words
     "input_tokens": 7,  # reported prompt token count; output tokens = number of pieces
+    # Shaping an injected failure (only used while fail_status is set):
+    "fail_apis": None,  # fail only the calls of these APIs ("anthropic", "openai", "gemini")
+    "fail_headers": None,  # extra headers on the failure, e.g. {"retry-after": "30"}
+    "fail_error": None,  # the error type in the body (default: the API's own for the status)
+    "fail_message": None,  # the error message (default: "injected <status>")
+    "fail_extra": None,  # fields added to the body's error object ({"details": [RetryInfo]})
+    "fail_calls": None,  # fail only this many calls, then answer normally (None: all)
 }
+
+#: Knobs that start a new failure: setting any of them restarts the `fail_calls` count.
+_FAIL_KNOBS = frozenset(k for k in DEFAULT_KNOBS if k.startswith("fail_"))
+_APIS = ("anthropic", "openai", "gemini")
 
 # Gemini paths look like /v1beta/models/gemini-2.5-flash:streamGenerateContent
 _GEMINI_RE = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):(\w+)$")
@@ -46,6 +61,12 @@ def _check_knobs(knobs: dict) -> None:
     unknown = set(knobs) - set(DEFAULT_KNOBS)
     if unknown:
         raise ValueError(f"unknown knobs: {sorted(unknown)}")
+    apis = knobs.get("fail_apis")
+    if apis is not None:
+        names = [apis] if isinstance(apis, str) else list(apis)
+        if not set(names) <= set(_APIS):
+            raise ValueError(f"fail_apis: {names!r}; known APIs: {', '.join(_APIS)}")
+        knobs["fail_apis"] = names
 
 
 def split_pieces(text: str) -> list[str]:
@@ -141,21 +162,35 @@ def generation_requests(requests: list[dict]) -> list[dict]:
 # Response shapes, one set per API.
 
 _ANTHROPIC_ERR = {400: "invalid_request_error", 401: "authentication_error",
-                  403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
-                  529: "overloaded_error"}
+                  403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                  429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+_OPENAI_ERR = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 _GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                   404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
 
 
-def error_body(api: str | None, status: int, message: str) -> dict:
+def error_body(
+    api: str | None, status: int, message: str, *, error_type: str | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """An error answer in `api`'s own shape; `error_type` replaces the type the API would
+    use for `status` (Anthropic `overloaded_error`, OpenAI `insufficient_quota`, Google
+    `RESOURCE_EXHAUSTED`); `extra` fields are added to the error object (Google's
+    `details` with a RetryInfo, OpenAI's `resets_in_seconds` ...)."""
+    body: dict
     if api == "anthropic":
-        return {"type": "error", "error": {"type": _ANTHROPIC_ERR.get(status, "api_error"),
-                                           "message": message}}
-    if api == "gemini":
-        return {"error": {"code": status, "message": message,
-                          "status": _GOOGLE_STATUS.get(status, "INTERNAL")}}
-    return {"error": {"message": message, "type": "server_error" if status >= 500 else
-                      "invalid_request_error", "param": None, "code": None}}
+        body = {"type": "error", "error": {
+            "type": error_type or _ANTHROPIC_ERR.get(status, "api_error"), "message": message}}
+    elif api == "gemini":
+        body = {"error": {"code": status, "message": message,
+                          "status": error_type or _GOOGLE_STATUS.get(status, "INTERNAL")}}
+    else:
+        kind = error_type or _OPENAI_ERR.get(status) or (
+            "server_error" if status >= 500 else "invalid_request_error")
+        body = {"error": {"message": message, "type": kind, "param": None,
+                          "code": kind if status == 429 or error_type else None}}
+    body["error"].update(extra or {})
+    return body
 
 
 def _anthropic_events(model: str, pieces: list[str], usage_in: int):
@@ -253,11 +288,13 @@ class _Handler(BaseHTTPRequestHandler):
             return data
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send_json(self, status: int, obj: Any) -> None:
+    def _send_json(self, status: int, obj: Any, headers: dict | None = None) -> None:
         data = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, str(value))
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
@@ -335,9 +372,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.double._stopping.wait()
             self.close_connection = True
             return
-        if k["fail_status"]:
+        if k["fail_status"] and k["_fails"]:
             status = int(k["fail_status"])
-            return self._send_json(status, error_body(api, status, f"injected {status}"))
+            body = error_body(
+                api, status, k["fail_message"] or f"injected {status}",
+                error_type=k["fail_error"], extra=k["fail_extra"],
+            )
+            return self._send_json(status, body, k["fail_headers"])
         req = body if isinstance(body, dict) else {}
         text = k["reply"]
         if text is None:
@@ -413,6 +454,7 @@ class ModelDouble:
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._server: _Server | None = None
+        self._failed = 0  # failures injected since the fail_* knobs were last set
 
     def start(self) -> Self:
         handler = type("Handler", (_Handler,), {"double": self})
@@ -452,6 +494,8 @@ class ModelDouble:
         _check_knobs(knobs)
         with self._lock:
             self._knobs.update(knobs)
+            if _FAIL_KNOBS & set(knobs):
+                self._failed = 0
 
     set_knobs = set
 
@@ -464,6 +508,7 @@ class ModelDouble:
         with self._lock:
             self._knobs = dict(self._initial)
             self._log.clear()
+            self._failed = 0
 
     def requests(self) -> list[dict]:
         """Every call the CLIs made (control endpoints excluded), oldest first."""
@@ -481,11 +526,20 @@ class ModelDouble:
     def _log_call(self, method: str, path: str, api: str | None, kind: str, body: Any,
                   headers: dict) -> dict:
         # Log and snapshot knobs under one lock, so a request is always answered with the
-        # knobs that were in force when it was logged.
+        # knobs that were in force when it was logged; `_fails` says whether this call is
+        # one the fail_* knobs pick.
         with self._lock:
             self._log.append({"method": method, "path": path, "api": api, "kind": kind,
                               "body": body, "headers": headers, "ts": time.time()})
-            return dict(self._knobs)
+            knobs = dict(self._knobs)
+            fails = bool(knobs["fail_status"]) and api is not None and kind != "other"
+            fails = fails and (knobs["fail_apis"] is None or api in knobs["fail_apis"])
+            limit = knobs["fail_calls"]
+            fails = fails and (limit is None or self._failed < limit)
+            if fails:
+                self._failed += 1
+            knobs["_fails"] = fails
+            return knobs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -495,13 +549,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--words", type=int, default=DEFAULT_KNOBS["words"])
     ap.add_argument("--delay-ms", type=int, default=DEFAULT_KNOBS["delay_ms"])
     ap.add_argument("--fail-status", type=int, default=None)
+    ap.add_argument("--fail-api", action="append", default=None, choices=_APIS,
+                    help="fail only this API's calls (repeatable)")
     ap.add_argument("--hang", action="store_true")
     ap.add_argument("--reply", default=None)
     ap.add_argument("--input-tokens", type=int, default=DEFAULT_KNOBS["input_tokens"])
     a = ap.parse_args(argv)
     double = ModelDouble(port=a.port, host=a.host, words=a.words, delay_ms=a.delay_ms,
-                         fail_status=a.fail_status, hang=a.hang, reply=a.reply,
-                         input_tokens=a.input_tokens).start()
+                         fail_status=a.fail_status, fail_apis=a.fail_api, hang=a.hang,
+                         reply=a.reply, input_tokens=a.input_tokens).start()
     print(double.url, flush=True)
     try:
         threading.Event().wait()
