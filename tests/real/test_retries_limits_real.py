@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,17 +31,16 @@ def _with_cli_defaults(server: ClinvkServer, double_url: str) -> None:
     """Rewrite the server's config so each CLI keeps its own retry defaults, and codex
     reads a custom provider from its config.toml (`env_key = "MY_PROVIDER_KEY"`)."""
     config = yaml.safe_load(server.config_path.read_text())
-    claude, codex, gemini = (config["backends"][name] for name in BACKENDS)
+    claude, codex = config["backends"]["claude"], config["backends"]["codex"]
     del claude["env"]["CLAUDE_CODE_MAX_RETRIES"]
-    codex_home = codex["env"]["CODEX_HOME"]
-    (server.scratch / "clis" / "codex-home" / ".codex" / "config.toml").write_text(
+    (Path(codex["env"]["CODEX_HOME"]) / "config.toml").write_text(
         'model_provider = "x"\n\n[model_providers.x]\nname = "custom"\n'
         f'base_url = "{double_url}/v1"\nenv_key = "MY_PROVIDER_KEY"\nwire_api = "responses"\n'
     )
-    assert codex_home.endswith(".codex")
     # Keep only the flags that keep codex quiet; the provider comes from config.toml.
     codex["extra_flags"] = ["--disable", "plugins", "-c", "analytics.enabled=false"]
-    settings_file = server.scratch / "clis" / "gemini-home" / ".gemini" / "settings.json"
+    gemini_home = Path(config["backends"]["gemini"]["env"]["GEMINI_CLI_HOME"])
+    settings_file = gemini_home / ".gemini" / "settings.json"
     settings = json.loads(settings_file.read_text())
     del settings["general"]["maxAttempts"]
     settings_file.write_text(json.dumps(settings))
