@@ -102,6 +102,19 @@ def test_codex_provider_from_the_users_config_toml(tmp_path):
     assert not any("max_retries" in a for a in argv)
 
 
+def test_codex_without_a_settable_provider_says_so_with_init(tmp_path):
+    """When the budget cannot reach codex's provider (its built-in `openai`), the native
+    stream says so after init; with a settable provider, or no budget, nothing is said."""
+    bare = BackendConfig(env={"CODEX_HOME": str(tmp_path / "empty")})
+    init = b'{"type":"thread.started","thread_id":"t"}'
+    events = CodexBackend().decoder(spec("codex", 0), bare).feed(init)
+    assert [type(e).__name__ for e in events] == ["Init", "Notice"]
+    assert "built into codex" in events[1].message
+    assert len(CodexBackend().decoder(spec("codex", None), bare).feed(init)) == 1
+    mine = BackendConfig(extra_flags=DOUBLE_FLAGS, env=bare.env)
+    assert len(CodexBackend().decoder(spec("codex", 0), mine).feed(init)) == 1
+
+
 @pytest.mark.parametrize(
     ("flags", "config", "expected"),
     [

@@ -161,9 +161,17 @@ def _local_now() -> dt.datetime:
 class CodexDecoder:
     """Decodes `codex exec --json` lines."""
 
-    def __init__(self, spec: RunSpec, *, now: Callable[[], dt.datetime] = _local_now) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        *,
+        now: Callable[[], dt.datetime] = _local_now,
+        notice: str | None = None,
+    ) -> None:
+        """`notice`: something to tell the client with the init event."""
         self._spec = spec
         self._now = now
+        self._notice = notice
         self._retries = 0
         self._thread: str | None = spec.resume_id
         self._messages: list[str] = []
@@ -178,7 +186,8 @@ class CodexDecoder:
             return []
         if isinstance(item, _ThreadStarted):
             self._thread = item.thread_id
-            return [Init(backend_session_id=item.thread_id, model=self._spec.model)]
+            init = Init(backend_session_id=item.thread_id, model=self._spec.model)
+            return [init, Notice(message=self._notice)] if self._notice else [init]
         if isinstance(item, _ItemCompleted):
             it = item.item
             if it.type == "agent_message" and it.text is not None:
@@ -311,14 +320,17 @@ def config_flags(flags: Sequence[str]) -> tuple[list[tuple[str, Any]], str | Non
     return overrides, profile, oss
 
 
-def active_provider(flags: Sequence[str], user_config: Mapping[str, Any]) -> str | None:
-    """The id of the model provider a codex run uses, when its retry settings can be set:
-    a provider defined in `user_config` (codex's config.toml) or by `-c` flags, not one of
-    codex's built-in ones. Resolved as codex does: `-c model_provider=`, else the profile's
-    `model_provider`, else config.toml's, else codex's default (`openai`)."""
+def retry_provider(
+    flags: Sequence[str], user_config: Mapping[str, Any]
+) -> tuple[str | None, str | None]:
+    """(id, None) of the model provider a codex run uses when its retry settings can be
+    set — one defined in `user_config` (codex's config.toml) or by `-c` flags, not one of
+    codex's built-in ones — else (None, why not). The provider is resolved as codex does:
+    `-c model_provider=`, else the profile's `model_provider`, else config.toml's, else
+    codex's default (`openai`)."""
     overrides, profile, oss = config_flags(flags)
     if oss:
-        return None  # --oss runs a built-in local provider
+        return None, "--oss runs one of codex's built-in local providers"
     set_by_flag = {key: value for key, value in overrides}
     profile = profile or set_by_flag.get("profile") or user_config.get("profile")
     profiles = user_config.get("profiles")
@@ -330,17 +342,26 @@ def active_provider(flags: Sequence[str], user_config: Mapping[str, Any]) -> str
         or DEFAULT_PROVIDER
     )
     if not isinstance(provider, str) or provider in BUILTIN_PROVIDERS:
-        return None
+        return None, (
+            f"the provider {provider!r} is built into codex, which refuses retry settings "
+            "for it; define it under an id of your own in config.toml"
+        )
     if not _BARE_KEY.match(provider):
-        return None  # a dotted -c path could not name it
+        return None, f"the provider id {provider!r} cannot be named in a -c setting"
     defined = user_config.get("model_providers")
     by_flag = any(
         key == f"model_providers.{provider}" or key.startswith(f"model_providers.{provider}.")
         for key in set_by_flag
     )
     if by_flag or (isinstance(defined, dict) and provider in defined):
-        return provider
-    return None
+        return provider, None
+    return None, f"the provider {provider!r} is not defined in codex's config"
+
+
+def active_provider(flags: Sequence[str], user_config: Mapping[str, Any]) -> str | None:
+    """The id of the provider whose retry settings a codex run can be given (see
+    `retry_provider`), or None."""
+    return retry_provider(flags, user_config)[0]
 
 
 def retry_flags(provider: str | None, max_retries: int | None) -> list[str]:
@@ -390,6 +411,9 @@ class CodexBackend:
         "--local-provider": True,
     }
 
+    def _flags(self, spec: RunSpec, config: BackendConfig) -> list[str]:
+        return [*config.extra_flags, *check_extra(spec.extra, self.allowed_extra, self.name)]
+
     def _options(
         self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
     ) -> list[str]:
@@ -404,7 +428,7 @@ class CodexBackend:
             argv += ["-c", f"model_instructions_file={_toml_string(system_prompt_file)}"]
         if spec.ephemeral:
             argv.append("--ephemeral")
-        flags = [*config.extra_flags, *check_extra(spec.extra, self.allowed_extra, self.name)]
+        flags = self._flags(spec, config)
         argv += flags
         if spec.max_retries is not None:
             argv += retry_flags(active_provider(flags, user_config(config.env)), spec.max_retries)
@@ -438,6 +462,11 @@ class CodexBackend:
         return prompt.encode("utf-8", "surrogatepass")
 
     def decoder(self, spec: RunSpec, config: BackendConfig) -> CodexDecoder:
-        return CodexDecoder(spec)
+        notice = None
+        if spec.max_retries is not None:
+            _, problem = retry_provider(self._flags(spec, config), user_config(config.env))
+            if problem is not None:
+                notice = f"max_retries not applied to codex: {problem}"
+        return CodexDecoder(spec, notice=notice)
 
 
