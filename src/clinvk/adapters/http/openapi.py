@@ -27,6 +27,7 @@ from starlette.routing import Route
 from clinvk.adapters.http.anthropic import schemas as anthropic
 from clinvk.adapters.http.native import orchestration_schemas as orchestration
 from clinvk.adapters.http.native import schemas as native
+from clinvk.adapters.http.openai import responses_schemas as responses
 from clinvk.adapters.http.openai import schemas as openai
 from clinvk.domain.models import PromptRequest, Session, SessionQuery
 
@@ -181,6 +182,22 @@ OPENAI = Dialect(
                             description="`chat.completion.chunk` events", terminator="[DONE]"),),
             errors=_RUN_ERRORS,
         ),
+        Operation(
+            method="POST", path="/responses", summary="Create a response (Responses API)",
+            description="`previous_response_id` continues the clinvk session of that "
+            "response (the CLI resumes its own session). `stream: true` answers with "
+            "`response.*` server-sent events named by their `type`.",
+            request=responses.OpenAIResponsesRequest, response=responses.OpenAIResponse,
+            streams=(Stream(media_type=SSE, item=responses.ResponsesStreamEvent,
+                            description="`response.*` events (`event:` is the `type`)"),),
+            errors=_RUN_ERRORS,
+        ),
+        Operation(method="GET", path="/responses/{response_id}",
+                  summary="Get a stored response", response=responses.OpenAIResponse,
+                  errors=(404,)),
+        Operation(method="DELETE", path="/responses/{response_id}",
+                  summary="Delete a stored response",
+                  response=responses.OpenAIResponseDeleted, errors=(404,)),
     ),
 )
 

@@ -22,6 +22,7 @@ from clinvk.adapters.http.openai.errors import (
     internal_envelope,
     json_response,
 )
+from clinvk.adapters.http.openai.responses import ResponsesApi
 from clinvk.adapters.http.openai.schemas import (
     FinishReason,
     OpenAIAnswer,
@@ -228,10 +229,13 @@ class OpenAIApi:
 def openai_app(services: Services) -> Starlette:
     """The `/openai/v1` sub-application."""
     api = OpenAIApi(services)
+    responses = ResponsesApi(services)
     routes = [
         Route("/models", api.models, methods=["GET"]),
         Route("/models/{model_id:path}", api.model, methods=["GET"]),
         Route("/chat/completions", api.chat, methods=["POST"]),
+        Route("/responses", responses.create, methods=["POST"]),
+        Route("/responses/{response_id}", responses.one, methods=["GET", "DELETE"]),
     ]
     return Starlette(
         routes=routes,

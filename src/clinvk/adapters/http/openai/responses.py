@@ -1,0 +1,342 @@
+"""OpenAI's Responses API (`/openai/v1/responses`): create (plain or streamed), get, delete.
+
+A translator beside chat completions: the same prompt service, model routing and error
+envelope. `previous_response_id` continues the clinvk session its response ran in (the CLI
+resumes its own session, and only the new input is sent); a stored response is kept in that
+session's metadata (see responses_translate.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from clinvk.adapters.http.errors import decode_body
+from clinvk.adapters.http.openai.errors import (
+    error_response,
+    error_type,
+    internal_envelope,
+    json_response,
+)
+from clinvk.adapters.http.openai.responses_schemas import (
+    OpenAIResponse,
+    OpenAIResponseDeleted,
+    OpenAIResponsesRequest,
+    ResponsesError,
+    ResponsesOutputText,
+    ResponsesStreamEvent,
+    responses_request_decoder,
+)
+from clinvk.adapters.http.openai.responses_translate import (
+    METADATA_KEY,
+    final_status,
+    message_id,
+    new_response_id,
+    now,
+    output_message,
+    response_object,
+    session_of,
+    to_prompt_request,
+)
+from clinvk.adapters.http.openai.schemas import OpenAIError, OpenAIErrorDetail
+from clinvk.adapters.http.streaming import (
+    ClientDisconnected,
+    Emit,
+    EventStreamResponse,
+    until_disconnect,
+)
+from clinvk.domain import events as ev
+from clinvk.domain.chat import TextStream, answered_model
+from clinvk.domain.errors import ClinvkError, InvalidRequest, SessionNotFound
+from clinvk.domain.models import PromptRequest, PromptResult, Session
+from clinvk.domain.services import Services
+
+SESSION_HEADER = "X-Clinvk-Session-Id"
+BACKEND_HEADER = "X-Clinvk-Backend"
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _not_found(response_id: str, param: str | None = None) -> Response:
+    body = OpenAIError(
+        error=OpenAIErrorDetail(
+            message=f"Response with id {response_id!r} not found.",
+            type=error_type(404) if param is None else "invalid_request_error",
+            param=param,
+            code="not_found" if param is None else "previous_response_not_found",
+        )
+    )
+    return json_response(body, 404)
+
+
+class _UnknownResponse(Exception):
+    """A response id that names no stored response."""
+
+
+def _record(session: Session) -> dict[str, Any]:
+    record = session.metadata.get(METADATA_KEY)
+    return record if isinstance(record, dict) else {}
+
+
+def _stored(session: Session) -> dict[str, Any]:
+    stored = _record(session).get("stored")
+    return stored if isinstance(stored, dict) else {}
+
+
+class ResponsesApi:
+    """Handlers of `/responses`, bound to the services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    # -- lookups ------------------------------------------------------------------------
+
+    async def _session(self, response_id: str) -> Session:
+        session_id = session_of(response_id)
+        if session_id is None:
+            raise _UnknownResponse
+        try:
+            return await self.services.store.get(session_id)
+        except SessionNotFound:
+            raise _UnknownResponse from None
+
+    async def _continued_session(self, body: OpenAIResponsesRequest) -> str | None:
+        """The session a request continues: previous_response_id's, or clinvk.session_id."""
+        option = body.clinvk.session_id if body.clinvk else None
+        previous = body.previous_response_id
+        if not previous:
+            return option
+        if option:
+            raise InvalidRequest(
+                "send either previous_response_id or clinvk.session_id, not both",
+                field="previous_response_id",
+            )
+        try:
+            session = await self._session(previous)
+        except _UnknownResponse:
+            raise InvalidRequest(
+                f"Previous response with id {previous!r} not found.",
+                field="previous_response_id",
+            ) from None
+        if previous not in _stored(session):  # never stored, or deleted
+            raise InvalidRequest(
+                f"Previous response with id {previous!r} not found.",
+                field="previous_response_id",
+            )
+        latest = _record(session).get("latest")
+        if latest != previous:
+            raise InvalidRequest(
+                f"response {previous!r} is not the latest of its conversation; clinvk "
+                "continues the CLI's own session, which cannot branch from an earlier turn",
+                field="previous_response_id",
+            )
+        return session.id
+
+    async def _keep(self, session_id: str | None, response: OpenAIResponse) -> None:
+        """Record the response as its session's latest; store it unless `store: false`."""
+        if session_id is None:
+            return
+        value = msgspec.to_builtins(response) if response.store else None
+
+        def change(current: Session) -> Session:
+            stored = dict(_stored(current))
+            if value is not None:
+                stored[response.id] = value
+            record = {"latest": response.id, "stored": stored}
+            return msgspec.structs.replace(
+                current, metadata={**current.metadata, METADATA_KEY: record}
+            )
+
+        try:
+            await self.services.store.update(session_id, change)
+        except SessionNotFound:
+            pass  # deleted meanwhile: nothing to keep it in
+
+    # -- handlers -----------------------------------------------------------------------
+
+    async def create(self, request: Request) -> Response:
+        raw = await request.body()
+        body: OpenAIResponsesRequest = decode_body(responses_request_decoder, raw)
+        session_id = await self._continued_session(body)
+        prompt = to_prompt_request(
+            body,
+            config=self.services.config,
+            backends=self.services.runner.names(),
+            session_id=session_id,
+        )
+        if body.stream:
+            return self._stream(body, prompt)  # type: ignore[return-value]
+        try:
+            result = await until_disconnect(request, lambda: self.services.prompt.run(prompt))
+        except ClientDisconnected:
+            return Response(status_code=499)
+        response = self._final(body, prompt, result, new_response_id(result.session_id),
+                               message_id(), now())
+        await self._keep(result.session_id, response)
+        headers = {BACKEND_HEADER: result.backend}
+        if result.session_id:
+            headers[SESSION_HEADER] = result.session_id
+        return json_response(response, headers=headers)
+
+    @staticmethod
+    def _final(
+        body: OpenAIResponsesRequest,
+        prompt: PromptRequest,
+        result: PromptResult,
+        response_id: str,
+        msg_id: str,
+        created_at: int,
+    ) -> OpenAIResponse:
+        status, incomplete = final_status(result.stop_reason)
+        message = output_message(msg_id, result.output)
+        if status == "incomplete":
+            message.status = "incomplete"
+        return response_object(
+            body,
+            response_id=response_id,
+            created_at=created_at,
+            model=answered_model(body.model, prompt, result),
+            status=status,
+            output=[message],
+            tokens=result.token_usage,
+            incomplete=incomplete,
+        )
+
+    def _stream(self, body: OpenAIResponsesRequest, prompt: PromptRequest) -> EventStreamResponse:
+        created_at, msg_id = now(), message_id()
+        state: dict[str, Any] = {"seq": 0, "id": None, "text": []}
+
+        def frame(kind: str, **fields: Any) -> bytes:
+            event = ResponsesStreamEvent(type=kind, sequence_number=state["seq"], **fields)
+            state["seq"] += 1
+            return b"event: " + kind.encode() + b"\ndata: " + _encode(event) + b"\n\n"
+
+        def pending(status: Any = "in_progress", **fields: Any) -> OpenAIResponse:
+            return response_object(
+                body, response_id=state["id"], created_at=created_at, model=body.model,
+                status=status, output=[], **fields,
+            )
+
+        async def produce(emit: Emit, response: EventStreamResponse) -> None:
+            texts = TextStream()
+            session_id: str | None = prompt.session_id
+
+            async def begin() -> None:
+                # The stream starts once the CLI runs, so everything refused up front is
+                # still an ordinary HTTP error.
+                if response.started:
+                    return
+                if session_id:
+                    response.headers[SESSION_HEADER] = session_id
+                state["id"] = new_response_id(session_id)
+                await emit(frame("response.created", response=pending()))
+                await emit(frame("response.in_progress", response=pending()))
+                await emit(frame("response.output_item.added", output_index=0,
+                                 item=output_message(msg_id, "", done=False)))
+                await emit(frame("response.content_part.added", item_id=msg_id,
+                                 output_index=0, content_index=0,
+                                 part=ResponsesOutputText(text="")))
+
+            async def on_event(event: ev.StreamEvent) -> None:
+                nonlocal session_id
+                if isinstance(event, ev.Init):
+                    session_id = event.session_id or session_id
+                    await begin()
+                text = texts.text(event)
+                if text:
+                    await begin()
+                    state["text"].append(text)
+                    await emit(frame("response.output_text.delta", item_id=msg_id,
+                                     output_index=0, content_index=0, delta=text, logprobs=[]))
+
+            try:
+                result = await self.services.prompt.run(prompt, on_event=on_event)
+            except ClinvkError as exc:
+                if not response.started:
+                    raise
+                await emit(frame("response.failed", response=pending(
+                    "failed", error=ResponsesError(code=exc.code, message=exc.message))))
+                return
+            except Exception:
+                if not response.started:
+                    raise
+                detail = internal_envelope().error
+                await emit(frame("response.failed", response=pending(
+                    "failed", error=ResponsesError(code=detail.code or "internal_error",
+                                                   message=detail.message))))
+                raise
+            session_id = result.session_id or session_id
+            await begin()
+            final = self._final(body, prompt, result, state["id"], msg_id, created_at)
+            # The streamed text is what the client saw; the final object agrees with it.
+            streamed = "".join(state["text"])
+            text = streamed or result.output
+            final.output[0].content = [ResponsesOutputText(text=text)]
+            await self._keep(result.session_id, final)
+            await emit(frame("response.output_text.done", item_id=msg_id, output_index=0,
+                             content_index=0, text=text, logprobs=[]))
+            await emit(frame("response.content_part.done", item_id=msg_id, output_index=0,
+                             content_index=0, part=ResponsesOutputText(text=text)))
+            await emit(frame("response.output_item.done", output_index=0,
+                             item=final.output[0]))
+            kind = "response.completed" if final.status == "completed" else "response.incomplete"
+            await emit(frame(kind, response=final))
+
+        def early_error(exc: BaseException) -> Response:
+            if isinstance(exc, ClinvkError):
+                return error_response(exc)
+            raise exc
+
+        headers = {BACKEND_HEADER: prompt.backend}
+        if prompt.session_id:
+            headers[SESSION_HEADER] = prompt.session_id
+        return EventStreamResponse(
+            produce,
+            media_type="text/event-stream",
+            heartbeat=b": ping\n\n",
+            heartbeat_secs=self.services.config.server.heartbeat_secs,
+            on_early_error=early_error,
+            headers=headers,
+        )
+
+    async def one(self, request: Request) -> Response:
+        """GET or DELETE one stored response."""
+        if request.method == "DELETE":
+            return await self.delete(request)
+        return await self.get(request)
+
+    async def get(self, request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        try:
+            session = await self._session(response_id)
+        except _UnknownResponse:
+            return _not_found(response_id)
+        value = _stored(session).get(response_id)
+        if value is None:
+            return _not_found(response_id)
+        return json_response(msgspec.convert(value, OpenAIResponse))
+
+    async def delete(self, request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        try:
+            session = await self._session(response_id)
+        except _UnknownResponse:
+            return _not_found(response_id)
+        if response_id not in _stored(session):
+            return _not_found(response_id)
+
+        def change(current: Session) -> Session:
+            record = dict(_record(current))
+            record["stored"] = {k: v for k, v in _stored(current).items() if k != response_id}
+            return msgspec.structs.replace(
+                current, metadata={**current.metadata, METADATA_KEY: record}
+            )
+
+        try:
+            await self.services.store.update(session.id, change)
+        except SessionNotFound:
+            return _not_found(response_id)
+        return json_response(OpenAIResponseDeleted(id=response_id))

@@ -1,0 +1,288 @@
+"""Responses API request -> domain PromptRequest; results -> response objects; response ids.
+
+A stored response lives in the metadata of the clinvk session its turn ran in (the
+SessionStore port is unchanged), and its id carries that session's id, so
+`previous_response_id` and GET/DELETE find the session without a search.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from clinvk.adapters.http.openai.responses_schemas import (
+    OpenAIResponse,
+    OpenAIResponsesRequest,
+    ResponsesContent,
+    ResponsesError,
+    ResponsesFunctionCallItem,
+    ResponsesFunctionCallOutputItem,
+    ResponsesIncompleteDetails,
+    ResponsesInputAudioPart,
+    ResponsesInputFilePart,
+    ResponsesInputImagePart,
+    ResponsesInputItem,
+    ResponsesInputTextPart,
+    ResponsesInputTokensDetails,
+    ResponsesMessageItem,
+    ResponsesOutputMessage,
+    ResponsesOutputText,
+    ResponsesOutputTextPart,
+    ResponsesOutputTokensDetails,
+    ResponseStatus,
+    ResponsesUsage,
+)
+from clinvk.adapters.http.openai.translate import PART_SEPARATOR, SYSTEM_SEPARATOR
+from clinvk.domain.chat import (
+    Turn,
+    render_conversation,
+    route_model,
+    tool_call_text,
+    tool_result_text,
+)
+from clinvk.domain.config import Config
+from clinvk.domain.errors import InvalidRequest
+from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
+
+#: Session metadata key holding `{"latest": id, "stored": {id: response}}`.
+METADATA_KEY = "openai.responses"
+
+_RANDOM_LEN = 32
+_PREFIX = "resp_"
+
+# -- ids -------------------------------------------------------------------------------
+
+
+def new_response_id(session_id: str | None) -> str:
+    """A fresh response id; it carries the session id (base64url) when there is one."""
+    ident = _PREFIX + uuid.uuid4().hex
+    if session_id:
+        ident += base64.urlsafe_b64encode(session_id.encode()).decode().rstrip("=")
+    return ident
+
+
+def session_of(response_id: str) -> str | None:
+    """The session id a response id carries, or None when it carries none / is not ours."""
+    if not response_id.startswith(_PREFIX):
+        return None
+    encoded = response_id[len(_PREFIX) + _RANDOM_LEN:]
+    if not encoded:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        session_id = raw.decode()
+    except (binascii.Error, ValueError):
+        return None
+    return session_id if session_id and "\x00" not in session_id else None
+
+
+def message_id() -> str:
+    """A fresh output message id."""
+    return "msg_" + uuid.uuid4().hex
+
+
+# -- request ---------------------------------------------------------------------------
+
+
+def _refuse_part(param: str, what: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"{param} is {what}; the CLIs behind clinvk take text only and clinvk does not "
+        "pass images or files yet, so send this content as text",
+        field=param,
+    )
+
+
+def content_text(content: ResponsesContent, where: str) -> str:
+    """The text of an item's content; a part clinvk cannot carry is a 400 naming it."""
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for j, part in enumerate(content):
+        param = f"{where}.content[{j}]"
+        if isinstance(part, (ResponsesInputTextPart, ResponsesOutputTextPart)):
+            texts.append(part.text)
+        elif isinstance(part, ResponsesInputImagePart):
+            raise _refuse_part(param, "an image part ('input_image')")
+        elif isinstance(part, ResponsesInputFilePart):
+            raise _refuse_part(param, "a file part ('input_file')")
+        elif isinstance(part, ResponsesInputAudioPart):
+            raise _refuse_part(param, "an audio part ('input_audio')")
+        else:
+            texts.append(part.refusal)
+    return PART_SEPARATOR.join(texts)
+
+
+_ITEM_TYPES: dict[str, type[ResponsesInputItem]] = {
+    "message": ResponsesMessageItem,
+    "function_call": ResponsesFunctionCallItem,
+    "function_call_output": ResponsesFunctionCallOutputItem,
+}
+
+
+def decode_item(raw: dict[str, Any], where: str) -> ResponsesInputItem:
+    """One input item; an unknown or malformed item is a 400 naming it."""
+    kind = raw.get("type", "message")
+    target = _ITEM_TYPES.get(kind) if isinstance(kind, str) else None
+    if target is None:
+        raise InvalidRequest(
+            f"{where} has type {kind!r}, which clinvk does not take; send messages "
+            "(role + content), function_call or function_call_output items",
+            field=f"{where}.type",
+        )
+    try:
+        return msgspec.convert(raw, target)
+    except msgspec.ValidationError as exc:
+        detail = str(exc)
+        _, _, path = detail.rpartition(" - at `$")
+        field = where + path.rstrip("`") if path else where
+        raise InvalidRequest(f"invalid {where}: {detail}", field=field) from None
+
+
+def split_input(body: OpenAIResponsesRequest) -> tuple[str | None, list[Turn]]:
+    """The system prompt (`instructions`, then system/developer messages) and the turns."""
+    system = [body.instructions] if body.instructions else []
+    if isinstance(body.input, str):
+        return SYSTEM_SEPARATOR.join(system) or None, [Turn(role="user", text=body.input)]
+    turns: list[Turn] = []
+    for i, raw in enumerate(body.input):
+        where = f"input[{i}]"
+        item = decode_item(raw, where)
+        if isinstance(item, ResponsesMessageItem):
+            text = content_text(item.content, where)
+            if item.role in ("system", "developer"):
+                system.append(text)
+            else:
+                turns.append(Turn(role=item.role, text=text))
+        elif isinstance(item, ResponsesFunctionCallItem):
+            turns.append(Turn(role="assistant",
+                              text=tool_call_text(item.name, item.call_id, item.arguments)))
+        else:
+            text = content_text(item.output, where)
+            turns.append(Turn(role="tool", text=tool_result_text(item.call_id, text)))
+    return SYSTEM_SEPARATOR.join(system) or None, turns
+
+
+def to_prompt_request(
+    body: OpenAIResponsesRequest,
+    *,
+    config: Config,
+    backends: list[str],
+    session_id: str | None,
+) -> PromptRequest:
+    """Translate a Responses request (continuing `session_id`, if any) into a PromptRequest.
+
+    The input is all new to the CLI (a continued session already holds the earlier turns),
+    so every item is sent.
+    """
+    if body.background:
+        raise InvalidRequest(
+            "background responses are not supported: clinvk runs each request while the "
+            "client waits; leave background unset", field="background"
+        )
+    if "\x00" in body.model:  # it may become a CLI argument, where NUL cannot go
+        raise InvalidRequest("model must not contain a NUL character", field="model")
+    route = route_model(body.model, config, backends)
+    system_prompt, turns = split_input(body)
+    prompt = render_conversation(turns)
+    if not prompt.strip():
+        raise InvalidRequest("input carries no text to send", field="input")
+    options = body.clinvk
+    return PromptRequest(
+        backend=route.backend,
+        model=route.model,
+        prompt=prompt,
+        system_prompt=system_prompt,
+        max_tokens=body.max_output_tokens,
+        metadata=dict(body.metadata or {}),
+        session_id=session_id,
+        workdir=options.workdir if options else None,
+        approval_mode=options.approval_mode if options else "default",
+        sandbox_mode=options.sandbox_mode if options else "default",
+        max_turns=options.max_turns if options else None,
+        # store: false with no session to continue keeps nothing at all.
+        ephemeral=(options.ephemeral if options else False)
+        or (body.store is False and session_id is None),
+        max_retries=options.max_retries if options else None,
+        fallback=list(options.fallback) if options else [],
+    )
+
+
+# -- response --------------------------------------------------------------------------
+
+
+def usage(tokens: TokenUsage) -> ResponsesUsage:
+    """Responses usage from the CLI's real counts (input already includes cached tokens)."""
+    return ResponsesUsage(
+        input_tokens=tokens.input_tokens,
+        input_tokens_details=ResponsesInputTokensDetails(cached_tokens=tokens.cached_tokens),
+        output_tokens=tokens.output_tokens,
+        output_tokens_details=ResponsesOutputTokensDetails(
+            reasoning_tokens=tokens.reasoning_tokens
+        ),
+        total_tokens=tokens.input_tokens + tokens.output_tokens,
+    )
+
+
+def final_status(stop: StopReason) -> tuple[ResponseStatus, ResponsesIncompleteDetails | None]:
+    """`incomplete` (max_output_tokens) when a limit cut the answer short."""
+    if stop in ("max_tokens", "max_turns"):
+        return "incomplete", ResponsesIncompleteDetails(reason="max_output_tokens")
+    return "completed", None
+
+
+def output_message(msg_id: str, text: str, *, done: bool = True) -> ResponsesOutputMessage:
+    """The one assistant message of an answer."""
+    return ResponsesOutputMessage(
+        id=msg_id,
+        status="completed" if done else "in_progress",
+        content=[ResponsesOutputText(text=text)] if done else [],
+    )
+
+
+def response_object(
+    body: OpenAIResponsesRequest,
+    *,
+    response_id: str,
+    created_at: int,
+    model: str,
+    status: ResponseStatus,
+    output: list[ResponsesOutputMessage],
+    tokens: TokenUsage | None = None,
+    incomplete: ResponsesIncompleteDetails | None = None,
+    error: ResponsesError | None = None,
+) -> OpenAIResponse:
+    """A response object echoing the request's settings."""
+    return OpenAIResponse(
+        id=response_id,
+        created_at=created_at,
+        status=status,
+        error=error,
+        incomplete_details=incomplete,
+        instructions=body.instructions,
+        max_output_tokens=body.max_output_tokens,
+        model=model,
+        output=output,
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+        previous_response_id=body.previous_response_id,
+        store=body.store is not False,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        # The client's tools are not offered to the CLIs (they run their own), so none
+        # is echoed as in use.
+        tool_choice="auto",
+        tools=[],
+        truncation=body.truncation or "disabled",
+        usage=usage(tokens) if tokens is not None else None,
+        user=body.user,
+        metadata=dict(body.metadata or {}),
+    )
+
+
+def now() -> int:
+    """Seconds since the epoch, as `created_at` carries them."""
+    return int(time.time())
