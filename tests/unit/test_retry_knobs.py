@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -212,6 +215,30 @@ def test_gemini_overlay_keeps_the_users_system_settings(tmp_path):
         assert users.read_text() == original
     finally:
         users.unlink()
+
+
+@needs_root
+def test_gemini_overlay_folders_of_gone_servers_are_swept(tmp_path):
+    """A server stopped by a signal skips its exit handlers and leaves its overlay folder;
+    the next server removes folders whose server is gone, and keeps live ones."""
+    base = Path(tempfile.mkdtemp(dir=_trusted_folder(tmp_path), prefix="clinvk-test-"))
+    try:
+        gone = base / "clinvk-gemini-999999999-abc"  # above any pid_max
+        live = base / f"clinvk-gemini-{os.getppid()}-def"
+        for folder in (gone, live):
+            folder.mkdir()
+            (folder / "system-settings-x.json").write_text("{}")
+        overlays = overlays_in(base)
+        path = overlays.path({"general": {"maxAttempts": 1}}, {})
+        assert path is not None and Path(path).parent.name.startswith(
+            f"clinvk-gemini-{os.getpid()}-")
+        assert not gone.exists() and live.exists()
+        folder = Path(path).parent
+        del overlays
+        gc.collect()
+        assert not folder.exists()  # removed once the overlays object is gone
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_gemini_without_a_trusted_folder_sets_nothing_and_says_why(tmp_path):

@@ -5,7 +5,8 @@ the project's settings is the *system settings* file, whose path `GEMINI_CLI_SYS
 can name. So a run that needs a setting (the retry budget, `general.maxAttempts`) gets a
 system settings file of its own: what the user's system settings file holds (if gemini
 would read it), with clinvk's values merged over it. One file per distinct content, in a
-private folder removed when the server exits.
+private folder (named after the server's pid) removed when the server exits, or by the next
+server when the last one was stopped by a signal.
 
 gemini skips a system settings file unless root owns it and every folder above it, and
 none of them is writable by group or others (the check in its settings loader). So this
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -102,6 +104,33 @@ def strip_json_comments(text: str) -> str:
     return "".join(out)
 
 
+_FOLDER_PREFIX = "clinvk-gemini-"
+_FOLDER = re.compile(rf"^{_FOLDER_PREFIX}(\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep(base: str) -> None:
+    """Remove the overlay folders of clinvk processes that are gone (killed, or stopped by
+    a signal, which skips exit handlers)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        match = _FOLDER.match(name)
+        if match is not None and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
 def _candidate_dirs() -> list[str]:
     home = os.path.expanduser("~")
     dirs = [os.environ.get("XDG_RUNTIME_DIR", ""), os.path.join(home, ".cache"), home]
@@ -122,7 +151,11 @@ class SettingsOverlays:
             return self._folder
         for base in self._candidates():
             if trusted_by_gemini(base):
-                self._folder = tempfile.mkdtemp(prefix="clinvk-gemini-", dir=base)
+                _sweep(base)
+                prefix = f"{_FOLDER_PREFIX}{os.getpid()}-"
+                self._folder = tempfile.mkdtemp(prefix=prefix, dir=base)
+                # Removed at a normal exit; a server stopped by a signal leaves it for the
+                # next one to sweep.
                 weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
                 return self._folder
         return None
