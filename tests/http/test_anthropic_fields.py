@@ -263,7 +263,11 @@ def test_count_tokens_grows_with_the_conversation(client):
      ({"model": "claude", "messages": []}, "messages"),
      ({"model": "claude", "messages": [{"role": "user", "content": [
          {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                      "data": "iVBORw0KGgo="}}]}]}, "messages.0.content.0")],
+                                      "data": "iVBORw0KGgo="}}]}]}, "messages.0.content.0"),
+     ({"model": "claude", "messages": [{"role": "user", "content": [
+         {"type": "document", "source": {"type": "base64", "media_type": "text/plain",
+                                         "data": "\x80 not base64"}}]}]},
+      "messages.0.content.0")],
 )
 def test_count_tokens_refuses_what_messages_refuses(client, request_body, named):
     """A body /messages would refuse is a 400 in Anthropic's envelope here too."""

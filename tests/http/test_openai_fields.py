@@ -52,6 +52,7 @@ def test_an_inline_text_file_is_carried_as_text(client, runner, data):
     {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0xLjQ="},
     {"filename": "blob.bin", "file_data": base64.b64encode(b"\xff\xfe\x00").decode()},
     {"file_id": "file-abc"},
+    {"file_data": "\x80 not base64 at all"},
 ])
 def test_a_binary_or_uploaded_file_is_a_400_naming_the_part(client, runner, file):
     """A PDF, binary data or an uploaded file id cannot become text: 400 naming the part."""

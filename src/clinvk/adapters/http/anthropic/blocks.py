@@ -57,7 +57,7 @@ def _decoded_text(source: AnthropicSourceParam) -> str | None:
         return None
     try:
         return base64.b64decode(source.data, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII "base64", bad UTF-8
         return None
 
 

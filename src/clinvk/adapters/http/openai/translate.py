@@ -65,7 +65,7 @@ def file_text(part: OpenAIFilePart, param: str) -> str:
     if data is not None and "pdf" not in media and not name.lower().endswith(".pdf"):
         try:
             text = base64.b64decode(payload, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII "base64", bad UTF-8
             text = None
     if text is None:
         what = "a file part that is not inline text" if data is None else "a binary file part"
