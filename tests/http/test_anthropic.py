@@ -447,8 +447,9 @@ def test_models_list_pages(client):
     """limit and after_id page through the list; a bad limit is a 400."""
     page = client.get("/anthropic/v1/models", params={"limit": 1, "after_id": "claude"}).json()
     assert [m["id"] for m in page["data"]] == ["codex"] and page["has_more"] is True
-    assert_envelope(client.get("/anthropic/v1/models", params={"limit": "x"}), 400,
-                    "invalid_request_error")
+    for bad in ("x", "²", "0", "1001"):  # "²".isdigit() but is no integer
+        assert_envelope(client.get("/anthropic/v1/models", params={"limit": bad}), 400,
+                        "invalid_request_error")
 
 
 def test_models_include_aliases_and_retrieve_names_the_backend(tmp_path):

@@ -158,7 +158,8 @@ class AnthropicApi:
     async def list_models(self, request: Request) -> Response:
         params = request.query_params
         limit = params.get("limit", "20")
-        if not (limit.isdigit() and 1 <= int(limit) <= 1000):
+        # isascii(): "²".isdigit() is True, but int("²") fails.
+        if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 1000):
             raise InvalidRequest("limit: must be an integer from 1 to 1000", field="limit")
         models, size = self._models(), int(limit)
         ids = [m.id for m in models]
