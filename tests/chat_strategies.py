@@ -281,16 +281,19 @@ def openai_messages(draw):
         role = draw(st.sampled_from(["system", "developer", "user", "assistant", "tool",
                                      "function"]))
         message: dict = {"role": role}
+        parts_refused = False
         if draw(st.booleans()):
             message["content"] = draw(any_text)
         else:
             drawn = draw(st.lists(openai_parts(), min_size=1, max_size=3))
             message["content"] = [part for part, _ in drawn]
-            refused = refused or any(r for _, r in drawn)
+            parts_refused = any(r for _, r in drawn)
         if role == "assistant" and draw(st.booleans()):
             message["tool_calls"] = draw(tool_calls)
             if draw(st.booleans()):
                 message["content"] = None
+                parts_refused = False  # the parts that would be refused are gone
+        refused = refused or parts_refused
         if role == "tool":
             message["tool_call_id"] = draw(ids)
         if role in ("function", "user") and draw(st.booleans()):
