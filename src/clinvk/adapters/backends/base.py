@@ -7,6 +7,7 @@ from typing import Protocol
 
 import msgspec
 
+from clinvk.adapters.backends.environment import MINIMAL_ENV
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import InvalidRequest
 from clinvk.domain.events import StreamEvent
@@ -15,34 +16,8 @@ from clinvk.domain.models import RunResult, RunSpec
 #: Prompts longer than this (bytes) go on stdin: Linux refuses one argv element over 128 KiB.
 ARGV_PROMPT_LIMIT = 100_000
 
-#: Environment variables passed from the server to every CLI; anything else must be
-#: configured per backend (`backends.<name>.env`), so server secrets never leak to CLIs.
-BASE_ENV = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "LANGUAGE",
-    "TERM",
-    "TZ",
-    "TMPDIR",
-    "XDG_CONFIG_HOME",
-    "XDG_DATA_HOME",
-    "XDG_CACHE_HOME",
-    "XDG_STATE_HOME",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "NODE_EXTRA_CA_CERTS",
-    "NODE_OPTIONS",
-)
+#: What a `--version` probe (and `server.cli_env: minimal`) passes from the server.
+BASE_ENV = MINIMAL_ENV
 
 
 class Invocation(msgspec.Struct, kw_only=True):
