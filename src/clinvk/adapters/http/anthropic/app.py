@@ -19,9 +19,7 @@ from starlette.routing import Route
 
 from clinvk.adapters.http.anthropic import translate
 from clinvk.adapters.http.anthropic.errors import (
-    BACKEND_HEADER,
     INTERNAL_MESSAGE,
-    SESSION_HEADER,
     domain_error_response,
     error_response,
     handle_clinvk,
@@ -40,6 +38,7 @@ from clinvk.adapters.http.anthropic.stream import (
     SSE_MEDIA_TYPE,
     MessageStreamWriter,
 )
+from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
 from clinvk.adapters.http.streaming import (
     ClientDisconnected,
     Emit,

@@ -10,15 +10,13 @@ from starlette.responses import Response
 
 from clinvk.adapters.http.anthropic.schemas import AnthropicError, AnthropicErrorDetail
 from clinvk.adapters.http.errors import retry_headers, status_for
+from clinvk.adapters.http.headers import SESSION_HEADER
 from clinvk.domain.errors import (
     ClinvkError,
     InvalidRequest,
 )
 from clinvk.domain.models import PromptResult
 
-SESSION_HEADER = "X-Clinvk-Session-Id"
-#: Which backend answered (after a fallback, not the one the model name chose).
-BACKEND_HEADER = "X-Clinvk-Backend"
 #: What a client sees of an unexpected fault; the details go to the server log only.
 INTERNAL_MESSAGE = "internal error; see the server log"
 

@@ -12,6 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from clinvk.adapters.http.errors import decode_body, retry_headers, status_for
+from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
 from clinvk.adapters.http.native.orchestration import OrchestrationApi
 from clinvk.adapters.http.native.schemas import (
     BackendEntry,
@@ -41,8 +42,6 @@ from clinvk.domain.models import PromptRequest, PromptResult, SessionQuery
 from clinvk.domain.services import Services
 
 NDJSON = "application/x-ndjson"
-#: Which backend answered (after a fallback, not the one asked for).
-BACKEND_HEADER = "X-Clinvk-Backend"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -72,7 +71,7 @@ def problem(exc: ClinvkError) -> Response:
         body.exit_code = result.exit_code
         body.output = result.output
         if result.session_id:
-            headers["X-Clinvk-Session-Id"] = result.session_id
+            headers[SESSION_HEADER] = result.session_id
     headers.update(retry_headers(exc))
     if "Retry-After" in headers:
         body.retry_after = getattr(exc, "retry_after", None)
@@ -151,7 +150,7 @@ class NativeApi:
             return Response(status_code=499)
         headers = {BACKEND_HEADER: result.backend}
         if result.session_id:
-            headers["X-Clinvk-Session-Id"] = result.session_id
+            headers[SESSION_HEADER] = result.session_id
         if body.output_format == "text" and _prefers_plain_text(request):
             return PlainTextResponse(result.output, headers=headers)
         return _json(_prompt_response(result), headers=headers)
@@ -168,7 +167,7 @@ class NativeApi:
                 if isinstance(event, ev.Init):
                     session_id = event.session_id
                     if session_id:
-                        response.headers["X-Clinvk-Session-Id"] = session_id
+                        response.headers[SESSION_HEADER] = session_id
                 await emit(_encode(_line(event, backend, session_id)) + b"\n")
                 if isinstance(event, ev.Fallback):
                     # Lines after a fallback event come from the next backend.

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from clinvk.adapters.http.errors import decode_body
+from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
 from clinvk.adapters.http.openai.errors import (
     envelope,
     error_response,
@@ -56,9 +57,6 @@ from clinvk.domain.errors import ClinvkError
 from clinvk.domain.models import PromptRequest, PromptResult
 from clinvk.domain.services import Services
 
-SESSION_HEADER = "X-Clinvk-Session-Id"
-#: Which backend answered (after a fallback, not the one the model name chose).
-BACKEND_HEADER = "X-Clinvk-Backend"
 #: Who makes the models behind each backend (the `owned_by` of /models).
 OWNERS = {"claude": "anthropic", "codex": "openai", "gemini": "google"}
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from clinvk.adapters.http.errors import retry_headers, status_for
+from clinvk.adapters.http.headers import SESSION_HEADER
 from clinvk.adapters.http.openai.schemas import OpenAIError, OpenAIErrorDetail
 from clinvk.domain.errors import (
     ClinvkError,
@@ -81,7 +82,7 @@ def error_response(exc: ClinvkError) -> Response:
     headers: dict[str, str] = {}
     result = getattr(exc, "result", None)
     if isinstance(result, PromptResult) and result.session_id:
-        headers["X-Clinvk-Session-Id"] = result.session_id
+        headers[SESSION_HEADER] = result.session_id
     # The SDKs retry 429/5xx by default: not when the wait is futile or hours away.
     headers.update(retry_headers(exc))
     return json_response(envelope(exc), status, headers)

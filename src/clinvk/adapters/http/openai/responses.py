@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from clinvk.adapters.http.errors import decode_body
+from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
 from clinvk.adapters.http.openai.errors import (
     error_response,
     error_type,
@@ -53,9 +54,6 @@ from clinvk.domain.chat import TextStream, answered_model
 from clinvk.domain.errors import ClinvkError, InvalidRequest, SessionNotFound
 from clinvk.domain.models import PromptRequest, PromptResult, Session
 from clinvk.domain.services import Services
-
-SESSION_HEADER = "X-Clinvk-Session-Id"
-BACKEND_HEADER = "X-Clinvk-Backend"
 
 _encode = msgspec.json.Encoder().encode
 
