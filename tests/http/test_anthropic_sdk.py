@@ -3,47 +3,18 @@ in-process on fakes: sync, async, raw streams, the stream helper and typed error
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import anthropic
 import pytest
-import uvicorn
 
 from clinvk.adapters.http.app import create_app
 from clinvk.domain.errors import BackendTimeout, Overloaded
 from tests.fakes import AppSpy
+from tests.support.live import LiveServer
 
 HELLO = [{"role": "user", "content": "Hello!"}]
-
-
-class LiveServer:
-    """uvicorn serving the app on a free port, in a background thread."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30  # a hang guard only
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
 
 
 @pytest.fixture

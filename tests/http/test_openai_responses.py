@@ -3,18 +3,15 @@ uvicorn server running the app on fakes, plus property tests of its input handli
 
 from __future__ import annotations
 
-import threading
-import time
-
 import openai
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from openai import OpenAI
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
 from tests.responses_strategies import bad_bodies, requests
+from tests.support.live import LiveServer
 
 EVENTS = [
     "response.created",
@@ -32,21 +29,8 @@ EVENTS = [
 @pytest.fixture
 def server_url(services):
     """Base URL of a uvicorn server running the whole app in a background thread."""
-    config = uvicorn.Config(
-        create_app(services), host="127.0.0.1", port=0, log_config=None,
-        log_level="warning", ws="none", lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30  # a hang guard only
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with LiveServer(create_app(services)) as server:
+        yield server.url
 
 
 @pytest.fixture

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import anyio
 import openai
 import pytest
-import uvicorn
 from openai import AsyncOpenAI, OpenAI
 
 from clinvk.adapters.http.app import create_app
 from clinvk.domain.errors import BackendTimeout, Overloaded
 from tests.fakes import AppSpy
+from tests.support.live import LiveServer
 
 
 @pytest.fixture
@@ -25,21 +24,8 @@ def app(services) -> AppSpy:
 @pytest.fixture
 def server_url(app):
     """Base URL of a uvicorn server running the whole app in a background thread."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=None, log_level="warning",
-        ws="none", lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30  # a hang guard only
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with LiveServer(app) as server:
+        yield server.url
 
 
 @pytest.fixture
