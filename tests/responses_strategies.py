@@ -41,12 +41,25 @@ def contents(draw):
 @st.composite
 def items(draw):
     """`(item, refused)`: one input item of any shape clinvk takes."""
-    kind = draw(st.sampled_from(("easy", "message", "function_call", "function_call_output")))
+    kind = draw(st.sampled_from(("easy", "message", "function_call", "function_call_output",
+                                 "custom_tool_call", "custom_tool_call_output",
+                                 "local_shell_call", "reasoning", "additional_tools")))
     if kind == "function_call":
         return {"type": kind, "call_id": draw(words), "name": draw(words),
                 "arguments": draw(words)}, False
+    if kind == "custom_tool_call":
+        return {"type": kind, "call_id": draw(words), "name": draw(words),
+                "input": draw(words)}, False
+    if kind == "local_shell_call":
+        return {"type": kind, "call_id": draw(words), "status": "completed",
+                "action": {"type": "exec", "command": draw(st.lists(words, max_size=3))}}, False
+    if kind == "reasoning":  # accepted, left out of the prompt
+        return {"type": kind, "id": "rs_" + draw(words), "summary": [],
+                "encrypted_content": draw(words)}, False
+    if kind == "additional_tools":  # codex's tool list: accepted, left out of the prompt
+        return {"type": kind, "role": "developer", "tools": draw(json_values)}, False
     content, refused = draw(contents())
-    if kind == "function_call_output":
+    if kind in ("function_call_output", "custom_tool_call_output"):
         return {"type": kind, "call_id": draw(words), "output": content}, refused
     role = draw(st.sampled_from(("user", "system", "developer", "assistant")))
     item = {"role": role, "content": content}

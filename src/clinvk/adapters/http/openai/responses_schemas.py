@@ -90,9 +90,52 @@ class ResponsesFunctionCallOutputItem(msgspec.Struct, frozen=True, kw_only=True)
     status: str | None = None
 
 
+class ResponsesCustomToolCallItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A call of a free-form ("custom") client tool: codex's `apply_patch`, `exec`, ..."""
+
+    type: Literal["custom_tool_call"]
+    call_id: str
+    name: str
+    input: str = ""
+    id: str | None = None
+    status: str | None = None
+
+
+class ResponsesCustomToolCallOutputItem(msgspec.Struct, frozen=True, kw_only=True):
+    """The client's result of a custom tool call."""
+
+    type: Literal["custom_tool_call_output"]
+    call_id: str
+    output: ResponsesContent
+    id: str | None = None
+
+
+class ResponsesLocalShellCallItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A `local_shell` call (its result comes back as a function_call_output)."""
+
+    type: Literal["local_shell_call"]
+    call_id: str
+    action: dict[str, Any]
+    id: str | None = None
+    status: str | None = None
+
+
 ResponsesInputItem = (
-    ResponsesMessageItem | ResponsesFunctionCallItem | ResponsesFunctionCallOutputItem
+    ResponsesMessageItem
+    | ResponsesFunctionCallItem
+    | ResponsesFunctionCallOutputItem
+    | ResponsesCustomToolCallItem
+    | ResponsesCustomToolCallOutputItem
+    | ResponsesLocalShellCallItem
 )
+
+#: Input item types that are accepted and left out of the prompt: they carry no text a CLI
+#: could use. `reasoning` and `compaction` hold a model's encrypted state (only the API that
+#: made them can read it), `additional_tools` declares client tools (codex sends its tools
+#: this way; the CLIs run their own, as for `tools`), and `web_search_call` records a hosted
+#: tool's run. docs/openai.md lists them.
+IGNORED_ITEM_TYPES = frozenset({"reasoning", "compaction", "additional_tools",
+                                "web_search_call"})
 
 # -- request ---------------------------------------------------------------------------
 

@@ -16,9 +16,12 @@ from typing import Any
 import msgspec
 
 from clinvk.adapters.http.openai.responses_schemas import (
+    IGNORED_ITEM_TYPES,
     OpenAIResponse,
     OpenAIResponsesRequest,
     ResponsesContent,
+    ResponsesCustomToolCallItem,
+    ResponsesCustomToolCallOutputItem,
     ResponsesError,
     ResponsesFunctionCallItem,
     ResponsesFunctionCallOutputItem,
@@ -29,6 +32,7 @@ from clinvk.adapters.http.openai.responses_schemas import (
     ResponsesInputItem,
     ResponsesInputTextPart,
     ResponsesInputTokensDetails,
+    ResponsesLocalShellCallItem,
     ResponsesMessageItem,
     ResponsesOutputMessage,
     ResponsesOutputText,
@@ -53,6 +57,7 @@ from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
 METADATA_KEY = "openai.responses"
 
 _RANDOM_LEN = 32
+_encode_json = msgspec.json.Encoder().encode
 _PREFIX = "resp_"
 
 # -- ids -------------------------------------------------------------------------------
@@ -121,17 +126,23 @@ _ITEM_TYPES: dict[str, type[ResponsesInputItem]] = {
     "message": ResponsesMessageItem,
     "function_call": ResponsesFunctionCallItem,
     "function_call_output": ResponsesFunctionCallOutputItem,
+    "custom_tool_call": ResponsesCustomToolCallItem,
+    "custom_tool_call_output": ResponsesCustomToolCallOutputItem,
+    "local_shell_call": ResponsesLocalShellCallItem,
 }
 
 
-def decode_item(raw: dict[str, Any], where: str) -> ResponsesInputItem:
-    """One input item; an unknown or malformed item is a 400 naming it."""
+def decode_item(raw: dict[str, Any], where: str) -> ResponsesInputItem | None:
+    """One input item, or None for one that carries nothing for the prompt; an unknown or
+    malformed item is a 400 naming it."""
     kind = raw.get("type", "message")
+    if isinstance(kind, str) and kind in IGNORED_ITEM_TYPES:
+        return None
     target = _ITEM_TYPES.get(kind) if isinstance(kind, str) else None
     if target is None:
         raise InvalidRequest(
             f"{where} has type {kind!r}, which clinvk does not take; send messages "
-            "(role + content), function_call or function_call_output items",
+            "(role + content), tool calls and tool call outputs",
             field=f"{where}.type",
         )
     try:
@@ -152,6 +163,8 @@ def split_input(body: OpenAIResponsesRequest) -> tuple[str | None, list[Turn]]:
     for i, raw in enumerate(body.input):
         where = f"input[{i}]"
         item = decode_item(raw, where)
+        if item is None:
+            continue
         if isinstance(item, ResponsesMessageItem):
             text = content_text(item.content, where)
             if item.role in ("system", "developer"):
@@ -161,6 +174,13 @@ def split_input(body: OpenAIResponsesRequest) -> tuple[str | None, list[Turn]]:
         elif isinstance(item, ResponsesFunctionCallItem):
             turns.append(Turn(role="assistant",
                               text=tool_call_text(item.name, item.call_id, item.arguments)))
+        elif isinstance(item, ResponsesCustomToolCallItem):
+            turns.append(Turn(role="assistant",
+                              text=tool_call_text(item.name, item.call_id, item.input)))
+        elif isinstance(item, ResponsesLocalShellCallItem):
+            arguments = _encode_json(item.action).decode()
+            turns.append(Turn(role="assistant",
+                              text=tool_call_text("local_shell", item.call_id, arguments)))
         else:
             text = content_text(item.output, where)
             turns.append(Turn(role="tool", text=tool_result_text(item.call_id, text)))
