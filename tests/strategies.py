@@ -78,3 +78,25 @@ template_placeholders = st.one_of(
 template_parts = st.lists(
     st.tuples(template_literals, template_placeholders), max_size=6
 ).flatmap(lambda pairs: template_literals.map(lambda tail: (pairs, tail)))
+
+#: Arrival patterns for the warm pool: (seconds since the previous request, seconds until its
+#: first text, seconds it runs in all), in virtual time.
+pool_arrivals = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.05, 0.3, 1.0, 5.0, 90.0]),
+        st.floats(min_value=0.0, max_value=1.0),
+        st.floats(min_value=0.0, max_value=4.0),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+#: Operations on the hot sessions: (what, which session, seconds since the previous one).
+hot_session_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["turn", "turn", "turn", "fail", "delete", "tick"]),
+        st.sampled_from(["s1", "s2", "s3", "s4", "s5"]),
+        st.sampled_from([0.0, 1.0, 30.0, 200.0]),
+    ),
+    max_size=40,
+)

@@ -19,7 +19,7 @@ ENV = {"PATH": os.environ["PATH"]}
 
 async def test_take_gives_a_ready_process_that_reads_its_input_later(tmp_path):
     """A taken process is already running and answers what is written to it afterwards."""
-    pool = WarmPool()
+    pool = WarmPool(pace_secs=0)
     await pool.add("cat", CAT, str(tmp_path), ENV, 2)
     assert pool.ready() == 2
     cli = await pool.take(pool_key(CAT, str(tmp_path), ENV))
@@ -39,7 +39,7 @@ async def test_take_gives_a_ready_process_that_reads_its_input_later(tmp_path):
 
 async def test_dead_and_expired_processes_are_never_handed_out(tmp_path):
     """A pooled process that died while waiting, or waited too long, is replaced, not used."""
-    pool = WarmPool(idle_secs=3600)
+    pool = WarmPool(idle_secs=3600, pace_secs=0)
     key = pool_key(CAT, str(tmp_path), ENV)
     await pool.add("cat", CAT, str(tmp_path), ENV, 1)
     victim = pool._slots[key].ready[0].cli
@@ -48,12 +48,13 @@ async def test_dead_and_expired_processes_are_never_handed_out(tmp_path):
         await victim.process.wait()
     assert await pool.take(key) is None
     assert pool.stats.died == 1 and pool.stats.misses == 1
-    pool._idle_secs = 0
-    await pool.refill(key)
-    await anyio.sleep(0.01)
-    assert await pool.take(key) is None
-    assert pool.stats.expired == 1
     await pool.aclose()
+    expiring = WarmPool(idle_secs=0, pace_secs=0)
+    await expiring.add("cat", CAT, str(tmp_path), ENV, 1)
+    await anyio.sleep(0.01)
+    assert await expiring.take(key) is None
+    assert expiring.stats.expired == 1
+    await expiring.aclose()
 
 
 async def test_other_signatures_and_closed_pools_get_nothing(tmp_path):
@@ -74,7 +75,7 @@ async def test_other_signatures_and_closed_pools_get_nothing(tmp_path):
 async def test_missed_signatures_are_learnt_up_to_a_limit(tmp_path):
     """A signature that missed is kept (and filled) so the next such request is warm; the
     least recently used one goes when a backend has too many."""
-    pool = WarmPool()
+    pool = WarmPool(pace_secs=0)
     cwd = str(tmp_path)
     await pool.add("cat", CAT, cwd, ENV, 1)
     other = CAT + ["-n"]

@@ -80,6 +80,14 @@ class ServerConfig(_Section):
     #: Invocations (option sets) the warm pool keeps per backend: the default one plus ones
     #: learnt from requests that missed, least recently used dropped first.
     warm_pool_signatures: int = 2
+    #: Seconds without a request finding the warm pool empty before a pool that grew under
+    #: demand gives one process back (never below `backends.<name>.warm_pool`).
+    warm_pool_shrink_secs: float = 60
+    #: Sessions whose CLI process stays alive after a turn, waiting for the next one
+    #: (claude); the least recently used is ended beyond this. 0 = off.
+    hot_sessions_max: int = 0
+    #: A hot session process waiting longer than this for its next turn is ended.
+    hot_session_idle_secs: float = 120
     #: Environment a CLI gets: `inherit` = the server's, minus clinvk's secrets and
     #: `cli_env_deny`; `minimal` = a short allow-list plus each CLI's own prefixes.
     cli_env: Literal["inherit", "minimal"] = "inherit"
@@ -122,6 +130,9 @@ class BackendConfig(_Section):
     max_concurrent: int = 0
     #: Processes of this CLI kept started and waiting for a prompt (claude, codex); 0 = off.
     warm_pool: int = 0
+    #: Most processes of one pooled invocation kept ready when requests keep finding the
+    #: pool empty (it shrinks back to `warm_pool` when quiet); below `warm_pool` = fixed size.
+    warm_pool_max: int = 4
     #: This CLI's retry budget for failed model-API calls; None = unified_flags.max_retries.
     max_retries: int | None = None
     #: `backend` or `backend/model` entries tried in order when a run of this backend fails

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from msgspec.structs import replace
@@ -17,10 +18,20 @@ MAX_PAGE = MAX_SESSION_PAGE
 class SessionService:
     """Read and manage sessions; running turns is the prompt service's job."""
 
-    def __init__(self, *, store: SessionStore, clock: Clock, config: SessionConfig) -> None:
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        clock: Clock,
+        config: SessionConfig,
+        on_delete: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        """`on_delete(backend_session_id)`: ends what the runner keeps for a deleted
+        session (a CLI process waiting for its next turn)."""
         self._store = store
         self._clock = clock
         self._config = config
+        self._on_delete = on_delete
 
     async def list(self, query: SessionQuery) -> SessionPage:
         """One page of sessions matching the query, most recently used first."""
@@ -57,9 +68,11 @@ class SessionService:
 
     async def delete(self, id_or_prefix: str) -> str:
         """Delete one session (by id or unique id prefix); return its full id."""
-        session_id = await self.resolve(id_or_prefix)
-        await self._store.delete(session_id)
-        return session_id
+        session = await self._store.get(await self.resolve(id_or_prefix))
+        await self._store.delete(session.id)
+        if self._on_delete is not None and session.backend_session_id:
+            await self._on_delete(session.backend_session_id)
+        return session.id
 
     async def purge_expired(self) -> int:
         """Delete sessions unused for `retention_days`; 0 days keeps them forever."""

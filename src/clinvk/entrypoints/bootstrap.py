@@ -66,7 +66,10 @@ def bootstrap(
         ids=ids,
         default_workdir=default_workdir,
     )
-    sessions = SessionService(store=store, clock=clock, config=config.session)
+    sessions = SessionService(
+        store=store, clock=clock, config=config.session,
+        on_delete=getattr(runner, "end_session", None),
+    )
     orchestration = {"config": config, "prompt": prompt, "runner": runner}
     return Services(
         config=config,

@@ -222,6 +222,12 @@ class ClaudeDecoder:
         self._session_id = item.session_id or self._session_id
         return [Usage(usage=self._usage())]
 
+    @property
+    def turn_done(self) -> bool:
+        """Whether the turn's `result` line came (a process reading stream-json input
+        then waits for the next turn)."""
+        return self._result is not None
+
     def feed_stderr(self, line: bytes) -> list[StreamEvent]:
         """claude reports retries on stdout (`api_retry`); stderr holds nothing to stream."""
         return []

@@ -4,19 +4,33 @@ A cold `claude -p` spends ~0.45 s starting before the model is even asked; a pro
 started in advance with `--input-format stream-json` answers ~0.06 s after the prompt is
 written. Each pooled process serves exactly one request and is then gone (its replacement
 is started fresh), so no conversation context ever carries from one request to the next.
+
+How many processes each invocation keeps ready follows demand (see `pool_policy`): the
+configured `warm_pool` is the floor, misses grow it up to `warm_pool_max`, quiet time
+shrinks it back.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 import msgspec
 
+from clinvk.adapters.backends.pool_policy import PoolLimits, PoolPolicy
 from clinvk.adapters.backends.process import CliProcess, spawn
 
 PoolKey = tuple
+T = TypeVar("T")
+
+#: Starts one waiting process: (argv, cwd, env, label) -> a process whose stdin is a pipe.
+Spawner = Callable[[list[str], str, dict[str, str], str], Awaitable[CliProcess]]
+
+
+async def _spawn_waiting(argv: list[str], cwd: str, env: dict[str, str], label: str) -> CliProcess:
+    return await spawn(argv, cwd=cwd, env=env, stdin=True, label=label)
 
 
 class _Warm(msgspec.Struct):
@@ -24,16 +38,22 @@ class _Warm(msgspec.Struct):
     born: float
 
 
-class _Slot(msgspec.Struct):
-    """One pooled signature: how to start it and the processes ready for it."""
+class _Slot:
+    """One pooled signature: how to start it, its policy and the processes ready for it."""
 
-    argv: list[str]
-    cwd: str
-    env: dict[str, str]
-    backend: str
-    size: int
-    ready: deque = msgspec.field(default_factory=deque)
-    last_used: float = 0.0
+    def __init__(
+        self, argv: list[str], cwd: str, env: dict[str, str], backend: str, limits: PoolLimits,
+        now: float,
+    ) -> None:
+        self.argv, self.cwd, self.env, self.backend = argv, cwd, env, backend
+        self.policy = PoolPolicy(limits)
+        self.ready: deque[_Warm] = deque()
+        self.starting = 0
+        self.last_used = now
+
+    @property
+    def live(self) -> int:
+        return len(self.ready) + self.starting
 
 
 class PoolStats(msgspec.Struct):
@@ -42,6 +62,7 @@ class PoolStats(msgspec.Struct):
     started: int = 0
     expired: int = 0
     died: int = 0
+    shrunk: int = 0
 
 
 def pool_key(argv: list[str], cwd: str, env: dict[str, str]) -> PoolKey:
@@ -50,11 +71,18 @@ def pool_key(argv: list[str], cwd: str, env: dict[str, str]) -> PoolKey:
 
 
 class WarmPool:
-    """Bounded sets of ready processes, one set per pooled signature."""
+    """Sets of ready processes, one set per pooled signature, each sized by its policy."""
 
-    def __init__(self, *, idle_secs: float = 300) -> None:
+    def __init__(
+        self, *, idle_secs: float = 300, shrink_secs: float = 60, pace_secs: float = 0.5,
+        spawner: Spawner = _spawn_waiting, clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
         self._slots: dict[PoolKey, _Slot] = {}
         self._idle_secs = idle_secs
+        self._shrink_secs = shrink_secs
+        self._pace_secs = pace_secs
+        self._spawner = spawner
+        self._clock = clock
         self._closed = False
         self.stats = PoolStats()
         #: Requests served by a warm process, per backend.
@@ -67,22 +95,34 @@ class WarmPool:
         )
 
     def size(self, backend: str | None = None) -> int:
-        """Configured pool size (for one backend, or all)."""
-        return sum(s.size for s in self._slots.values() if backend in (None, s.backend))
+        """Processes the pool currently aims to keep ready (for one backend, or all)."""
+        return sum(
+            s.policy.target for s in self._slots.values() if backend in (None, s.backend)
+        )
+
+    def _limits(self, floor: int, ceiling: int) -> PoolLimits:
+        return PoolLimits(
+            floor=floor, ceiling=max(floor, ceiling), shrink_secs=self._shrink_secs,
+            pace_secs=self._pace_secs, idle_secs=self._idle_secs,
+        )
 
     async def add(
-        self, backend: str, argv: list[str], cwd: str, env: dict[str, str], size: int
+        self, backend: str, argv: list[str], cwd: str, env: dict[str, str], size: int,
+        *, ceiling: int = 0,
     ) -> None:
-        """Keep `size` processes of this signature ready, starting them now."""
+        """Keep at least `size` (up to `ceiling` under demand) processes of this signature
+        ready, starting the first `size` now (nothing else runs yet, so no pacing)."""
         key = pool_key(argv, cwd, env)
-        self._slots[key] = _Slot(
-            argv=argv, cwd=cwd, env=env, backend=backend, size=size, last_used=time.monotonic()
-        )
-        await self.refill(key)
+        slot = _Slot(argv, cwd, env, backend, self._limits(size, ceiling), self._clock())
+        self._slots[key] = slot
+        with anyio.CancelScope(shield=True):
+            while slot.live < slot.policy.target and not self._closed:
+                if not await self._start(slot):
+                    return
 
     async def adopt(
         self, backend: str, argv: list[str], cwd: str, env: dict[str, str], *, size: int,
-        limit: int,
+        limit: int, ceiling: int = 0,
     ) -> None:
         """Remember a signature a request missed (it is filled by the next `refill`); keep
         at most `limit` signatures per backend, dropping the least recently used."""
@@ -97,7 +137,7 @@ class WarmPool:
             while slot.ready:
                 await slot.ready.popleft().cli.discard()
         self._slots[key] = _Slot(
-            argv=argv, cwd=cwd, env=env, backend=backend, size=size, last_used=time.monotonic()
+            argv, cwd, env, backend, self._limits(size, ceiling), self._clock()
         )
 
     async def take(self, key: PoolKey) -> CliProcess | None:
@@ -105,43 +145,99 @@ class WarmPool:
         slot = self._slots.get(key)
         if slot is None:
             return None
-        now = time.monotonic()
+        now = self._clock()
         slot.last_used = now
-        while slot.ready:
-            warm: _Warm = slot.ready.popleft()
-            if not warm.cli.alive:
-                self.stats.died += 1
-                await warm.cli.discard()
-            elif now - warm.born > self._idle_secs:
-                self.stats.expired += 1
-                await warm.cli.discard()
-            else:
-                self.stats.hits += 1
-                self.hits[slot.backend] = self.hits.get(slot.backend, 0) + 1
-                return warm.cli
+        await self._drop_unusable(slot, now)
+        slot.policy.on_request(now, ready=len(slot.ready))
+        if slot.ready:
+            warm = slot.ready.pop()  # the newest: it will wait longest before it expires
+            self.stats.hits += 1
+            self.hits[slot.backend] = self.hits.get(slot.backend, 0) + 1
+            return warm.cli
         self.stats.misses += 1
         return None
 
-    async def refill(self, key: PoolKey) -> None:
-        """Start processes until the signature has its full count ready again."""
+    async def _drop_unusable(self, slot: _Slot, now: float) -> None:
+        keep: deque[_Warm] = deque()
+        while slot.ready:
+            warm = slot.ready.popleft()
+            if slot.policy.usable(now, born=warm.born, alive=warm.cli.alive):
+                keep.append(warm)
+                continue
+            if warm.cli.alive:
+                self.stats.expired += 1
+            else:
+                self.stats.died += 1
+            await warm.cli.discard()
+        slot.ready = keep
+        for _ in range(slot.policy.surplus(now, ready=len(slot.ready))):
+            self.stats.shrunk += 1
+            await slot.ready.popleft().cli.discard()  # the oldest go first
+
+    async def refill(self, key: PoolKey, *, capacity: int | None = None) -> None:
+        """Start a process if the signature is below its target (paced: at most one per
+        call and per `pace_secs`); end surplus ones. `capacity`: how many more runs the
+        admission limits would allow; the pool never keeps more spares than that."""
         slot = self._slots.get(key)
         if slot is None or self._closed:
             return
         with anyio.CancelScope(shield=True):
-            while len(slot.ready) < slot.size and not self._closed:
-                try:
-                    cli = await spawn(
-                        slot.argv, cwd=slot.cwd, env=slot.env, stdin=True,
-                        label=slot.backend,
-                    )
-                except OSError:
-                    return  # the CLI cannot start; requests will run cold and say why
-                self.stats.started += 1
-                slot.ready.append(_Warm(cli=cli, born=time.monotonic()))
+            now = self._clock()
+            await self._drop_unusable(slot, now)
+            if slot.policy.starts(now, ready=slot.live, capacity=capacity):
+                await self._start(slot)
+
+    async def keep_filled(
+        self, key: PoolKey, capacity: Callable[[], int | None] = lambda: None
+    ) -> None:
+        """Start processes one at a time, paced, until the signature reaches its target
+        (run beside a live run, cancelled when it ends)."""
+        slot = self._slots.get(key)
+        while slot is not None and not self._closed:
+            await self.refill(key, capacity=capacity())
+            if slot.live >= slot.policy.target or self._slots.get(key) is not slot:
+                return
+            await anyio.sleep(slot.policy.limits.pace_secs or 0.01)
+
+    async def _start(self, slot: _Slot) -> bool:
+        slot.starting += 1
+        try:
+            cli = await self._spawner(slot.argv, slot.cwd, slot.env, slot.backend)
+        except OSError:
+            return False  # the CLI cannot start; requests will run cold and say why
+        finally:
+            slot.starting -= 1
+        if self._closed or slot not in self._slots.values():
+            await cli.discard()  # closed or dropped while it started
+            return False
+        self.stats.started += 1
+        slot.ready.append(_Warm(cli=cli, born=self._clock()))
+        return True
 
     async def aclose(self) -> None:
         """Terminate every pooled process (server shutdown)."""
         self._closed = True
-        for slot in self._slots.values():
-            while slot.ready:
-                await slot.ready.popleft().cli.discard()
+        with anyio.CancelScope(shield=True):
+            for slot in self._slots.values():
+                while slot.ready:
+                    await slot.ready.popleft().cli.discard()
+
+
+async def beside(main: Callable[[], Awaitable[T]], side: Callable[[], Awaitable[None]]) -> T:
+    """Run `main` with `side` running beside it; `side` is cancelled when `main` ends, and
+    `main`'s own exception comes out as itself (not in an exception group)."""
+    results: list[T] = []
+
+    async def run_main(tg) -> None:
+        results.append(await main())
+        tg.cancel_scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(side)
+            await run_main(tg)
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    return results[0]
