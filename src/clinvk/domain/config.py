@@ -93,6 +93,8 @@ class ServerConfig(_Section):
     cli_env: Literal["inherit", "minimal"] = "inherit"
     #: Names or globs (`*_TOKEN`) never passed to a CLI, on top of clinvk's own secrets.
     cli_env_deny: list[str] = msgspec.field(default_factory=list)
+    #: Serve the MCP endpoint at /mcp (behind the same middleware as the APIs).
+    mcp_enabled: bool = True
 
 
 class UnifiedFlags(_Section):
@@ -168,6 +170,17 @@ class ParallelConfig(_Section):
     max_tasks: int = 100
 
 
+class McpConfig(_Section):
+    """The `mcp:` section: defaults of `clinvk mcp` (flags and CLINVK_MCP_* override)."""
+
+    transport: Literal["stdio", "http"] = "stdio"
+    host: str = "127.0.0.1"
+    port: int = 8081
+    http_path: str = "/mcp"
+    #: Also serve GET /health in `clinvk mcp --transport http`.
+    expose_health: bool = False
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -178,6 +191,7 @@ class Config(_Section):
     session: SessionConfig = msgspec.field(default_factory=SessionConfig)
     output: OutputConfig = msgspec.field(default_factory=OutputConfig)
     parallel: ParallelConfig = msgspec.field(default_factory=ParallelConfig)
+    mcp: McpConfig = msgspec.field(default_factory=McpConfig)
     #: Directory for sessions and other state (CLINVK_HOME); empty = ~/.clinvk.
     home: str = ""
     #: Extra model names for the compatible APIs: alias -> "backend" or "backend/model".

@@ -1,4 +1,5 @@
-"""The `clinvk` command: `clinvk serve [--host] [--port] [--config] [--demo]`."""
+"""The `clinvk` command: `clinvk serve [--host] [--port] [--config] [--demo]`, and
+`clinvk mcp [--transport stdio|http] [--host] [--port] [--path] [--expose-health]`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,15 @@ def _parser() -> argparse.ArgumentParser:
         help="run the real CLIs against clinvk's own stand-in model API: canned answers, "
         "labelled as such, no account or network needed",
     )
+    mcp = sub.add_parser("mcp", help="run the MCP server (stdio or HTTP)")
+    mcp.add_argument("--transport", choices=["stdio", "http"],
+                     help="stdio (default, for a local client) or http")
+    mcp.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    mcp.add_argument("--port", "-p", type=int, help="HTTP port (default 8081)")
+    mcp.add_argument("--path", help="HTTP endpoint path (default /mcp)")
+    mcp.add_argument("--expose-health", action=argparse.BooleanOptionalAction, default=None,
+                     help="also serve GET /health over HTTP (default off)")
+    mcp.add_argument("--config", help="config file (default ~/.clinvk/config.yaml)")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -45,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from clinvk.adapters.config.yaml_config import ConfigError, load_config
 
+    if args.command == "mcp":
+        return _mcp(args)
     overrides: dict[str, Any] = {}
     if args.host:
         overrides["server.host"] = args.host
@@ -77,6 +89,27 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return 128 + signal.SIGTERM
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from clinvk.adapters.config.yaml_config import ConfigError, load_config
+
+    overrides = {
+        "mcp.transport": args.transport,
+        "mcp.host": args.host,
+        "mcp.port": args.port,
+        "mcp.http_path": args.path,
+        "mcp.expose_health": args.expose_health,
+    }
+    try:
+        config = load_config(args.config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"clinvk: {exc}", file=sys.stderr)
+        return 2
+    from clinvk.entrypoints.mcp import run_mcp
+
+    return run_mcp(config, transport=config.mcp.transport,
+                   expose_health=config.mcp.expose_health)
 
 
 if __name__ == "__main__":

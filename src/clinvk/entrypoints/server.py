@@ -18,6 +18,7 @@ from clinvk.domain.errors import ClinvkError
 from clinvk.domain.models import PromptRequest, RunSpec
 from clinvk.domain.services import Services
 from clinvk.entrypoints.bootstrap import bootstrap
+from clinvk.entrypoints.mcp import mcp_routes
 
 if TYPE_CHECKING:
     from clinvk.adapters.backends.discovery import CliLocation
@@ -113,6 +114,7 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
         if groups is not None:
             groups.terminate_all()
 
+    mounts = mcp_routes(services, demo=demo) if config.server.mcp_enabled else []
     app = create_app(
         services,
         on_startup=startup,
@@ -120,6 +122,7 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
         api_keys=api_keys,
         metrics=metrics,
         demo=demo,
+        mounts=mounts,
     )
     return services, app
 

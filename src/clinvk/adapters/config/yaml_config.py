@@ -28,7 +28,15 @@ ENV_KEYS = {
     "CLINVK_GEMINI_MODEL": "backends.gemini.model",
     "CLINVK_API_KEYS_GOPASS_PATH": "server.api_keys_gopass_path",
     "CLINVK_HOME": "home",
+    "CLINVK_MCP_TRANSPORT": "mcp.transport",
+    "CLINVK_MCP_HOST": "mcp.host",
+    "CLINVK_MCP_PORT": "mcp.port",
+    "CLINVK_MCP_HTTP_PATH": "mcp.http_path",
+    "CLINVK_MCP_EXPOSE_HEALTH": "mcp.expose_health",
 }
+
+#: Environment variables whose text is read as another type (`8081`, `true`/`1`).
+_ENV_TYPES: dict[str, type] = {"CLINVK_MCP_PORT": int, "CLINVK_MCP_EXPOSE_HEALTH": bool}
 
 #: Top-level keys holding a mapping (a section, or `backends`).
 _SECTIONS = frozenset(
@@ -59,7 +67,7 @@ def load_config(
     data = from_file or {}
     for name, key in ENV_KEYS.items():
         if env.get(name):
-            _set(data, key, env[name])
+            _set(data, key, _env_value(name, env[name]))
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(data, key, value)
@@ -67,6 +75,16 @@ def load_config(
     if isinstance(home, str):
         data["home"] = os.path.abspath(os.path.expanduser(home))
     return _decode(data, source=str(file) if from_file is not None else "config")
+
+
+def _env_value(name: str, text: str) -> Any:
+    kind = _ENV_TYPES.get(name)
+    if kind is None:
+        return text
+    try:
+        return msgspec.convert(text.strip().lower(), kind, strict=False)
+    except msgspec.ValidationError:
+        raise ConfigError(f"{name}={text!r}: expected {kind.__name__}") from None
 
 
 def config_path(path: str | None, environ: Mapping[str, str]) -> tuple[Path, bool]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
@@ -11,10 +10,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from clinvk import __version__
 from clinvk.adapters.http.anthropic.app import anthropic_app
+from clinvk.adapters.http.health import Health, HealthReport
 from clinvk.adapters.http.middleware import RequestObserver, middleware_stack
 from clinvk.adapters.http.middleware.envelope import error_response, phrase
 from clinvk.adapters.http.native.app import native_app
@@ -30,44 +30,6 @@ from clinvk.domain.services import Services
 _encode = msgspec.json.Encoder().encode
 
 
-class WarmPoolHealth(msgspec.Struct, kw_only=True):
-    size: int
-    ready: int
-    hits: int
-
-
-class BackendHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
-    name: str
-    available: bool
-    #: The CLI's executable and the version it reported at start-up (when known).
-    path: str | None = None
-    version: str | None = None
-    warm_pool: WarmPoolHealth | None = None
-
-
-class StoreHealth(msgspec.Struct, kw_only=True):
-    available: bool
-    session_count: int
-
-
-class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
-    status: str
-    version: str
-    uptime: str
-    uptime_millis: int
-    backends: list[BackendHealth]
-    session_store: StoreHealth
-    #: Present (true) only under `clinvk serve --demo`: answers are canned, not a model's.
-    demo: bool = False
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m}m{s}s" if h else (f"{m}m{s}s" if m else f"{s}s")
-
-
 def _json(value, status: int = 200) -> Response:
     return Response(_encode(value), status, media_type="application/json")
 
@@ -80,52 +42,20 @@ def create_app(
     api_keys: Sequence[str] = (),
     metrics: RequestObserver | None = None,
     demo: bool = False,
+    mounts: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """Assemble the whole HTTP server around the services.
 
     `api_keys` (non-empty) turns authentication on; `metrics` (given when metrics are
     enabled) counts every request and serves GET /metrics; `demo` says in /health that the
-    CLIs talk to clinvk's stand-in model API.
+    CLIs talk to clinvk's stand-in model API; `mounts` (the MCP endpoint) are served
+    behind the same middleware.
     """
-    started = time.monotonic()
+    report = HealthReport(services, demo=demo)
 
     async def health(request: Request) -> Response:
-        backends = [
-            BackendHealth(
-                name=b.name,
-                available=b.available,
-                path=b.path,
-                version=b.version,
-                warm_pool=WarmPoolHealth(
-                    size=b.warm_pool_size, ready=b.warm_pool_ready, hits=b.warm_pool_hits
-                )
-                if b.warm_pool_size
-                else None,
-            )
-            for b in services.backends()
-        ]
-        try:
-            count = await services.sessions.count()
-            store = StoreHealth(available=True, session_count=count)
-        except OSError:
-            store = StoreHealth(available=False, session_count=0)
-        if not store.available:
-            status = "unhealthy"
-        elif all(b.available for b in backends):
-            status = "ok"
-        else:
-            status = "degraded"
-        up = time.monotonic() - started
-        body = Health(
-            status=status,
-            version=__version__,
-            uptime=_duration(up),
-            uptime_millis=int(up * 1000),
-            backends=backends,
-            session_store=store,
-            demo=demo,
-        )
-        return _json(body, 200 if status != "unhealthy" else 503)
+        body = await report()
+        return _json(body, 200 if body.status != "unhealthy" else 503)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -160,6 +90,7 @@ def create_app(
         Mount("/api/v1", app=native_app(services)),
         Mount("/anthropic/v1", app=anthropic_app(services)),
         Mount("/openai/v1", app=openai_app(services)),
+        *mounts,
     ]
     if metrics is not None:
         exposition = metrics.exposition
