@@ -1,7 +1,8 @@
 """The real Claude Code CLI as a *client* of clinvk: `ANTHROPIC_BASE_URL=<clinvk>/anthropic`,
 while the CLIs behind clinvk talk to the model double. A turn prints the double's answer
 (whichever backend answers), `--continue` carries the conversation, and the answer streams
-into Claude Code's own output piece by piece. The client settings are the recipe in
+into Claude Code's own output piece by piece (as whole messages from codex, which prints
+no token deltas). The client settings are the recipe in
 docs/anthropic.md ("Claude Code as a client")."""
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ API_OF = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
 
 
 @pytest.fixture
-def claude_code(clinvk_server, tmp_path: Path):
-    """Run the real `claude` as a client of clinvk, with a throwaway HOME and cwd."""
+def client_env(clinvk_server, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment and cwd of the real `claude` as a client of clinvk (a throwaway
+    HOME), as docs/anthropic.md gives them."""
     home, cwd = tmp_path / "client-home", tmp_path / "client-work"
     home.mkdir()
     cwd.mkdir()
@@ -45,6 +47,13 @@ def claude_code(clinvk_server, tmp_path: Path):
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_MAX_RETRIES": "0",
     }
+    return env, cwd
+
+
+@pytest.fixture
+def claude_code(client_env):
+    """Run the real `claude` as a client of clinvk; its stdout (it must succeed)."""
+    env, cwd = client_env
 
     def run(*args: str) -> str:
         done = subprocess.run([str(cli_path("claude")), *args], check=False, env=env,
@@ -91,18 +100,60 @@ def test_continue_carries_the_conversation(claude_code, model_double, backend):
     assert any(t.rstrip().endswith("What is my name?") for t in user_texts(last))
 
 
-def test_the_answer_streams_into_claude_codes_output(claude_code, model_double):
-    """With partial messages on, Claude Code reports the answer as several text deltas as
-    clinvk streams them, which add up to the whole answer."""
-    model_double.set(words=6)
-    out = claude_code("-p", "count", "--output-format", "stream-json", "--verbose",
-                      "--include-partial-messages")
-    deltas = []
-    for line in out.splitlines():
+def _text_delta(event: dict) -> str | None:
+    """The text of a `text_delta` in one line of Claude Code's stream-json output."""
+    inner = event.get("event", {}) if event.get("type") == "stream_event" else {}
+    if inner.get("type") == "content_block_delta" and inner["delta"]["type"] == "text_delta":
+        return inner["delta"]["text"]
+    return None
+
+
+def _deltas(lines, on_text: str | None = None, then=None) -> tuple[list[str], str]:
+    """(the text deltas, the result text) of Claude Code's stream-json output lines; once
+    the deltas add up to `on_text`, `then()` is called."""
+    deltas: list[str] = []
+    for line in lines:
         event = json.loads(line)
-        inner = event.get("event", {}) if event.get("type") == "stream_event" else {}
-        if inner.get("type") == "content_block_delta" and inner["delta"]["type"] == "text_delta":
-            deltas.append(inner["delta"]["text"])
-    assert len(deltas) > 1 and "".join(deltas) == "w0 w1 w2 w3 w4 w5"
-    result = json.loads(out.splitlines()[-1])
-    assert result["type"] == "result" and result["result"] == "w0 w1 w2 w3 w4 w5"
+        delta = _text_delta(event)
+        if delta is not None:
+            deltas.append(delta)
+            if then is not None and "".join(deltas) == on_text:
+                then()
+                then = None
+        if event.get("type") == "result":
+            return deltas, event["result"]
+    raise AssertionError("no result event")
+
+
+STREAM_ARGS = ("--output-format", "stream-json", "--verbose", "--include-partial-messages")
+
+
+@pytest.mark.parametrize("backend", ["claude", "gemini"])
+def test_the_answer_streams_into_claude_codes_output(client_env, model_double, backend):
+    """With a backend that streams tokens, Claude Code reports the answer's first words
+    while the model still holds back the rest (so they were streamed, not buffered), then
+    the rest; the deltas add up to the whole answer."""
+    env, cwd = client_env
+    model_double.set(words=6)
+    model_double.hold_after(2)  # the model sends "w0 w1", then waits for release()
+    process = subprocess.Popen(
+        [str(cli_path("claude")), "-p", "count", *STREAM_ARGS, *_model_flag(backend)],
+        env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        deltas, result = _deltas(process.stdout, on_text="w0 w1", then=model_double.release)
+    finally:
+        model_double.release()  # never leave the model holding, even on a failure
+        process.communicate(timeout=GUARD_SECS)
+    assert process.returncode == 0
+    assert len(deltas) > 2 and "".join(deltas) == result == "w0 w1 w2 w3 w4 w5"
+
+
+def test_a_codex_backend_answer_reaches_claude_codes_output_whole(claude_code, model_double):
+    """The codex CLI behind clinvk prints whole messages (no token deltas), so Claude Code
+    gets its answer as one delta, which is the whole answer."""
+    model_double.set(words=6)
+    out = claude_code("-p", "count", *STREAM_ARGS, *_model_flag("codex"))
+    deltas, result = _deltas(out.splitlines())
+    assert deltas == ["w0 w1 w2 w3 w4 w5"] and result == "w0 w1 w2 w3 w4 w5"
