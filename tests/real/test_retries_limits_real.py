@@ -116,6 +116,19 @@ def test_retrying_gemini_streams_retry_lines_before_its_error(server, model_doub
     assert server.wait_no_cli() == []
 
 
+def test_codex_budget_of_two_is_three_calls_each_retry_visible(server, model_double):
+    """codex given `max_retries: 2` against a failing API makes three calls in all (not
+    the (n + 1)² its two nested budgets would allow), and the native stream carries one
+    `retry` line per retry before the error line."""
+    model_double.set(fail_status=500)
+    events = _stream(server, backend="codex", prompt="hi", max_retries=2)
+    kinds = [e["type"] for e in events if e["type"] != "heartbeat"]
+    assert kinds.count("retry") == 2 and kinds[-1] == "error"
+    assert kinds.index("retry") < kinds.index("error")
+    assert len(_calls(model_double, "openai")) == 3
+    assert server.wait_no_cli() == []
+
+
 def test_rate_limited_claude_falls_back_to_codex(server, model_double):
     """claude refused with 429 (only the Anthropic API is limited) moves to codex: the
     client gets codex's answer and a `fallback` line saying why, and claude made one call."""

@@ -21,7 +21,9 @@ from clinvk.adapters.backends.codex import (
 from clinvk.adapters.backends.environment import CliEnvironment
 from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.gemini_settings import (
+    HOME_ENV,
     SYSTEM_SETTINGS_ENV,
+    HomeOverlays,
     SettingsOverlays,
     merge,
     strip_json_comments,
@@ -62,8 +64,9 @@ def test_claude_budget_wins_over_the_backends_configured_environment():
 
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_codex_budget_goes_to_the_active_provider(budget):
-    """codex gets request_max_retries and stream_max_retries of the provider the run uses,
-    after the configured flags (a later -c wins), before `resume`."""
+    """codex gets the budget as stream_max_retries (visible reconnects) of the provider the
+    run uses, with request_max_retries 0 (the two nest), after the configured flags (a
+    later -c wins), before `resume`."""
     cfg = BackendConfig(extra_flags=DOUBLE_FLAGS, env={"CODEX_HOME": "/nonexistent"})
     run = RunSpec(backend="codex", prompt="hi", workdir="/tmp", max_retries=budget,
                   resume_id="T1")
@@ -73,7 +76,7 @@ def test_codex_budget_goes_to_the_active_provider(budget):
         assert knobs == []
         return
     assert knobs == [
-        f"model_providers.double.request_max_retries={budget}",
+        "model_providers.double.request_max_retries=0",
         f"model_providers.double.stream_max_retries={budget}",
     ]
     first = argv.index(knobs[0])
@@ -99,7 +102,7 @@ def test_codex_provider_from_the_users_config_toml(tmp_path):
     )
     cfg = BackendConfig(env={"CODEX_HOME": str(home)})
     argv = CodexBackend().invocation(spec("codex", 0), cfg, "codex", None).argv
-    assert "model_providers.x.request_max_retries=0" in argv
+    assert "model_providers.x.stream_max_retries=0" in argv
     bare = BackendConfig(env={"CODEX_HOME": str(tmp_path / "empty")})
     argv = CodexBackend().invocation(spec("codex", 0), bare, "codex", None).argv
     assert not any("max_retries" in a for a in argv)
@@ -241,19 +244,104 @@ def test_gemini_overlay_folders_of_gone_servers_are_swept(tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_gemini_without_a_trusted_folder_sets_nothing_and_says_why(tmp_path):
-    """Where gemini would not read an overlay (a folder others can write, or not root's),
-    the run gets no knob and the decoder tells the client so with the init event."""
+def _open_folder(tmp_path: Path) -> Path:
     open_folder = tmp_path / "open"
     open_folder.mkdir()
     open_folder.chmod(0o777)
-    backend = GeminiBackend(overlays_in(open_folder))
+    return open_folder
+
+
+def test_gemini_with_no_overlay_possible_sets_nothing_and_says_why(tmp_path):
+    """Where gemini would not read a system overlay (a folder others can write, or not
+    root's) and no home overlay can be made, the run gets no knob and the decoder tells
+    the client so with the init event."""
+    backend = GeminiBackend(overlays_in(_open_folder(tmp_path)), HomeOverlays(list))
     inv = backend.invocation(spec("gemini", 0), BackendConfig(), "gemini", None)
-    assert SYSTEM_SETTINGS_ENV not in inv.env
+    assert SYSTEM_SETTINGS_ENV not in inv.env and HOME_ENV not in inv.env
     decoder = backend.decoder(spec("gemini", 0), BackendConfig())
     events = decoder.feed(b'{"type":"init","session_id":"s","model":"m"}')
     assert [type(e).__name__ for e in events] == ["Init", "Notice"]
     assert "max_retries not applied to gemini" in events[1].message
+
+
+def _user_home(tmp_path: Path) -> Path:
+    home = tmp_path / "user"
+    (home / ".gemini" / "tmp" / "work" / "chats").mkdir(parents=True)
+    (home / ".gemini" / "tmp" / "work" / "chats" / "session-1.jsonl").write_text("{}\n")
+    (home / ".gemini" / "oauth_creds.json").write_text('{"token": "t"}')
+    return home
+
+
+def test_gemini_without_a_system_overlay_gets_a_home_overlay(tmp_path):
+    """Not root: the run's GEMINI_CLI_HOME is an overlay whose settings are the user's
+    with maxAttempts merged over them, and whose other entries are the user's own (chats,
+    credentials); the user's settings file is untouched; one budget, one home."""
+    home = _user_home(tmp_path)
+    original = '{\n  // mine\n  "general": {"maxAttempts": 7, "x": 1},\n  "ui": {"theme": "a"}\n}'
+    (home / ".gemini" / "settings.json").write_text(original)
+    homes = HomeOverlays(lambda: [str(tmp_path / "homes")])
+    (tmp_path / "homes").mkdir()
+    backend = GeminiBackend(overlays_in(_open_folder(tmp_path)), homes)
+    cfg = BackendConfig(env={HOME_ENV: str(home)})
+    inv = backend.invocation(spec("gemini", 2), cfg, "gemini", None)
+    again = backend.invocation(spec("gemini", 2), cfg, "gemini", None)
+    assert inv.env[HOME_ENV] == again.env[HOME_ENV] != str(home)
+    assert SYSTEM_SETTINGS_ENV not in inv.env
+    overlay = Path(inv.env[HOME_ENV]) / ".gemini"
+    assert json.loads((overlay / "settings.json").read_text()) == {
+        "general": {"maxAttempts": 3, "x": 1}, "ui": {"theme": "a"}}
+    assert (home / ".gemini" / "settings.json").read_text() == original
+    assert (overlay / "tmp" / "work" / "chats" / "session-1.jsonl").read_text() == "{}\n"
+    assert json.loads((overlay / "oauth_creds.json").read_text()) == {"token": "t"}
+    other = backend.invocation(spec("gemini", 0), cfg, "gemini", None).env[HOME_ENV]
+    assert other != inv.env[HOME_ENV]
+    decoder = backend.decoder(spec("gemini", 0), cfg)
+    events = decoder.feed(b'{"type":"init","session_id":"s","model":"m"}')
+    assert [type(e).__name__ for e in events] == ["Init"]
+
+
+def test_gemini_home_overlay_writes_land_in_the_users_folder(tmp_path):
+    """What gemini writes through the overlay reaches the user's real `.gemini`: new chats
+    and history (linked folders), a file written in place (dangling link), and a file it
+    replaces by a rename over the link (moved back before the next run)."""
+    home = _user_home(tmp_path)
+    (tmp_path / "homes").mkdir()
+    homes = HomeOverlays(lambda: [str(tmp_path / "homes")])
+    real = home / ".gemini"
+    overlay = Path(homes.path({"general": {"maxAttempts": 1}}, {HOME_ENV: str(home)})) / ".gemini"
+    (overlay / "tmp" / "work" / "chats" / "session-2.jsonl").write_text("two")
+    (overlay / "history" / "work").mkdir()
+    (overlay / "installation_id").write_text("id-1")  # through a dangling link
+    temp = overlay / "projects.json.123.tmp"
+    temp.write_text('{"projects": {}}')
+    os.replace(temp, overlay / "projects.json")  # as gemini saves its registry
+    assert (real / "tmp" / "work" / "chats" / "session-2.jsonl").read_text() == "two"
+    assert (real / "history" / "work").is_dir()
+    assert (real / "installation_id").read_text() == "id-1"
+    assert not (real / "projects.json").exists()
+    homes.path({"general": {"maxAttempts": 1}}, {HOME_ENV: str(home)})
+    assert (real / "projects.json").read_text() == '{"projects": {}}'
+    assert (overlay / "projects.json").is_symlink()
+    (real / "extensions").mkdir()  # a folder the user made since: linked on the next run
+    homes.path({"general": {"maxAttempts": 1}}, {HOME_ENV: str(home)})
+    assert (overlay / "extensions").resolve() == (real / "extensions").resolve()
+
+
+def test_gemini_home_overlays_are_settled_and_removed_at_exit(tmp_path):
+    """When the server's overlays object goes (normal exit), files gemini left in an
+    overlay are moved to the user's folder and the overlays are removed."""
+    home = _user_home(tmp_path)
+    (tmp_path / "homes").mkdir()
+    homes = HomeOverlays(lambda: [str(tmp_path / "homes")])
+    path = Path(homes.path({"general": {"maxAttempts": 1}}, {HOME_ENV: str(home)}))
+    temp = path / ".gemini" / "trustedFolders.json.tmp"
+    temp.write_text("{}")
+    os.replace(temp, path / ".gemini" / "trustedFolders.json")
+    del homes
+    gc.collect()
+    assert not path.exists()
+    assert (home / ".gemini" / "trustedFolders.json").read_text() == "{}"
+    assert (home / ".gemini" / "oauth_creds.json").exists()
 
 
 def test_trusted_by_gemini_follows_its_rule(tmp_path):

@@ -15,6 +15,7 @@ import msgspec
 
 from clinvk.adapters.backends.base import Invocation, check_extra, prompt_via_stdin
 from clinvk.adapters.backends.limits import api_error
+from clinvk.adapters.backends.run_files import NO_FILES, RunFiles
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import BackendFailed, bounded
 from clinvk.domain.events import (
@@ -365,14 +366,18 @@ def active_provider(flags: Sequence[str], user_config: Mapping[str, Any]) -> str
 
 
 def retry_flags(provider: str | None, max_retries: int | None) -> list[str]:
-    """`-c` flags giving `provider` a retry budget: `request_max_retries` (retries of one
-    HTTP request) and `stream_max_retries` (reconnects, each reported as "Reconnecting...").
-    Both get `max_retries`: codex nests them, so it may make (n + 1)² calls in all."""
+    """`-c` flags giving `provider` a retry budget of `max_retries` retries.
+
+    codex nests two budgets: `request_max_retries` (silent retries of one HTTP request)
+    inside `stream_max_retries` (whole-turn reconnects, each reported as "Reconnecting...
+    k/n"), so setting both to n makes up to (n + 1)² calls (n = 1: 4 calls on a 500). The
+    reconnect loop retries everything the request loop does (5xx, a dropped connection)
+    and says so, so the whole budget goes there: n + 1 calls at most, each retry visible."""
     if provider is None or max_retries is None:
         return []
     prefix = f"model_providers.{provider}"
     return [
-        "-c", f"{prefix}.request_max_retries={max_retries}",
+        "-c", f"{prefix}.request_max_retries=0",
         "-c", f"{prefix}.stream_max_retries={max_retries}",
     ]
 
@@ -428,6 +433,9 @@ class CodexBackend:
             argv += ["-c", f"model_instructions_file={_toml_string(system_prompt_file)}"]
         if spec.ephemeral:
             argv.append("--ephemeral")
+        if spec.effort:
+            # codex passes the level on as the Responses API's `reasoning.effort`.
+            argv += ["-c", f"model_reasoning_effort={_toml_string(spec.effort)}"]
         flags = self._flags(spec, config)
         argv += flags
         if spec.max_retries is not None:
@@ -437,9 +445,20 @@ class CodexBackend:
         return argv
 
     def invocation(
-        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+        self,
+        spec: RunSpec,
+        config: BackendConfig,
+        command: str,
+        system_prompt_file: str | None,
+        *,
+        files: RunFiles = NO_FILES,
     ) -> Invocation:
         argv = self._options(spec, config, command, system_prompt_file)
+        # Both `exec` and `exec resume` take these, after the subcommand's own arguments.
+        for image in files.images:
+            argv.append(f"--image={image}")  # one value each: `--image` takes several
+        if files.output_schema is not None:
+            argv += ["--output-schema", files.output_schema]
         inv = Invocation(argv=argv)
         if prompt_via_stdin(spec.prompt):
             argv.append("-")

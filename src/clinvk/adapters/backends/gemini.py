@@ -14,10 +14,13 @@ import msgspec
 
 from clinvk.adapters.backends.base import Invocation, check_extra, prompt_via_stdin
 from clinvk.adapters.backends.gemini_settings import (
+    HOME_ENV,
     SYSTEM_SETTINGS_ENV,
+    HomeOverlays,
     SettingsOverlays,
 )
 from clinvk.adapters.backends.limits import api_error, http_status, parse_duration
+from clinvk.adapters.backends.run_files import NO_FILES, RunFiles
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import BackendFailed, bounded
 from clinvk.domain.events import (
@@ -279,6 +282,13 @@ def _stderr_error(stderr: str) -> str:
     return "\n".join(lines[-10:])
 
 
+def image_references(paths: tuple[str, ...]) -> str:
+    """The prompt's tail naming each image as `@path`: gemini reads a referenced file inside
+    its workspace and sends an image as inline data (spaces escaped as gemini expects)."""
+    refs = " ".join("@" + path.replace(" ", "\\ ") for path in paths)
+    return f"\n\nThe attached images, in order: {refs}"
+
+
 class GeminiBackend:
     """Google Gemini CLI."""
 
@@ -294,8 +304,26 @@ class GeminiBackend:
         "--extensions": True,
     }
 
-    def __init__(self, overlays: SettingsOverlays | None = None) -> None:
+    def __init__(
+        self, overlays: SettingsOverlays | None = None, homes: HomeOverlays | None = None
+    ) -> None:
         self._overlays = overlays if overlays is not None else SettingsOverlays()
+        self._homes = homes if homes is not None else HomeOverlays()
+        #: Why the last run's settings could not be applied.
+        self._problem: str | None = None
+
+    def _settings_env(self, settings: dict, env: dict[str, str]) -> dict[str, str]:
+        """What makes gemini read `settings` over the user's own: a system settings file
+        (root only), else a home overlay; nothing (and `_problem` says why) when neither."""
+        self._problem = None
+        path = self._overlays.path(settings, env)
+        if path is not None:
+            return {SYSTEM_SETTINGS_ENV: path}
+        home = self._homes.path(settings, env)
+        if home is not None:
+            return {HOME_ENV: home}
+        self._problem = f"{self._overlays.problem}; {self._homes.problem}"
+        return {}
 
     @staticmethod
     def max_attempts(spec: RunSpec) -> int | None:
@@ -305,15 +333,19 @@ class GeminiBackend:
         return min(spec.max_retries + 1, MAX_ATTEMPTS_LIMIT)
 
     def invocation(
-        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+        self,
+        spec: RunSpec,
+        config: BackendConfig,
+        command: str,
+        system_prompt_file: str | None,
+        *,
+        files: RunFiles = NO_FILES,
     ) -> Invocation:
         argv = [command, "-o", "stream-json"]
         env: dict[str, str] = {}
         attempts = self.max_attempts(spec)
         if attempts is not None:
-            path = self._overlays.path({"general": {"maxAttempts": attempts}}, config.env)
-            if path is not None:
-                env[SYSTEM_SETTINGS_ENV] = path
+            env.update(self._settings_env({"general": {"maxAttempts": attempts}}, config.env))
         if spec.model:
             argv += ["-m", spec.model]
         if spec.approval_mode in _APPROVAL:
@@ -326,18 +358,23 @@ class GeminiBackend:
             env["GEMINI_SYSTEM_MD"] = system_prompt_file
         argv += config.extra_flags
         argv += check_extra(spec.extra, self.allowed_extra, self.name)
+        prompt = spec.prompt
+        if files.images and files.folder is not None:
+            # gemini reads `@file` only inside its workspace: add the run's own folder to it.
+            argv += ["--include-directories", files.folder]
+            prompt += image_references(files.images)
         inv = Invocation(argv=argv, env=env)
-        if prompt_via_stdin(spec.prompt):
-            inv.stdin = spec.prompt.encode("utf-8", "surrogatepass")
+        if prompt_via_stdin(prompt):
+            inv.stdin = prompt.encode("utf-8", "surrogatepass")
         else:
             # `-p "-x"` fails to parse; the `=` form carries any text.
-            argv.append(f"--prompt={spec.prompt}")
+            argv.append(f"--prompt={prompt}")
         return inv
 
     def decoder(self, spec: RunSpec, config: BackendConfig) -> GeminiDecoder:
         attempts = self.max_attempts(spec)
         notice = None
-        if attempts is not None and self._overlays.problem is not None:
-            notice = f"max_retries not applied to gemini: {self._overlays.problem}"
+        if attempts is not None and self._problem is not None:
+            notice = f"max_retries not applied to gemini: {self._problem}"
             attempts = None
         return GeminiDecoder(spec, max_attempts=attempts, notice=notice)
