@@ -272,10 +272,14 @@ class Tools:
         on_event = None
         if stream or ctx.progress is not None:
             backend = request.backend
+            streamed = False  # text of the current message already went out piece by piece
 
             async def on_event(event: ev.StreamEvent) -> None:
-                nonlocal backend
-                if ctx.progress is not None:
+                nonlocal backend, streamed
+                # A whole message after its deltas would say the text twice.
+                repeat = isinstance(event, ev.Message) and streamed
+                streamed = isinstance(event, ev.TextDelta) or (streamed and not repeat)
+                if ctx.progress is not None and not repeat:
                     message = describe_event(event)
                     if message:
                         await ctx.progress(message)
