@@ -3,6 +3,9 @@ uvicorn server running the app on fakes, plus property tests of its input handli
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +13,7 @@ from openai import OpenAI
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
+from clinvk.adapters.http.openai.responses_translate import METADATA_KEY
 from tests.responses_strategies import bad_bodies, requests
 from tests.support.live import LiveServer
 
@@ -136,13 +140,58 @@ def test_streamed_response_can_be_continued(sdk, runner):
     assert runner.runs[-1].prompt == "two"
 
 
-def test_an_earlier_response_cannot_branch(sdk):
-    """Continuing from a response that is not its conversation's latest is a 400."""
+def test_an_earlier_response_branches_into_a_replayed_conversation(sdk, runner, store):
+    """Continuing from a response that is not its conversation's latest starts a new
+    session whose prompt replays the conversation up to that response (not the later
+    turns); the branch then continues like any conversation."""
+    first = sdk.responses.create(model="claude", input=[
+        {"role": "developer", "content": "be terse"}, {"role": "user", "content": "one"}])
+    sdk.responses.create(model="claude", input="two", previous_response_id=first.id)
+    branch = sdk.responses.create(model="claude", input="three",
+                                  previous_response_id=first.id)
+    spec = runner.runs[-1]
+    assert spec.resume_id is None and spec.session_id != runner.runs[0].session_id
+    history, _, latest = spec.prompt.partition("Reply to this latest user message:\n")
+    assert latest == "three"
+    assert json.loads(history.split("\n")[1]) == [
+        {"role": "developer", "content": "be terse"}, {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "hello from fake"}]
+    assert branch.previous_response_id == first.id
+    assert len(store.sessions) == 2
+    sdk.responses.create(model="claude", input="four", previous_response_id=branch.id)
+    assert runner.runs[-1].resume_id == "claude-thread-3"
+    assert runner.runs[-1].prompt == "four"
+    # A branch of the branch replays the replayed turns too.
+    sdk.responses.create(model="claude", input="five", previous_response_id=branch.id)
+    replayed = json.loads(runner.runs[-1].prompt.split("\n")[1])
+    assert [t["content"] for t in replayed] == [
+        "be terse", "one", "hello from fake", "three", "hello from fake"]
+
+
+def test_a_streamed_turn_is_kept_for_branching_too(sdk, runner):
+    """A streamed response's turn is in the history a later branch replays."""
+    with sdk.responses.stream(model="claude", input="one") as stream:
+        first = stream.get_final_response()
+    sdk.responses.create(model="claude", input="two", previous_response_id=first.id)
+    sdk.responses.create(model="claude", input="three", previous_response_id=first.id)
+    replayed = json.loads(runner.runs[-1].prompt.split("\n")[1])
+    assert [t["content"] for t in replayed] == ["one", "hello from fake"]
+
+
+def test_an_earlier_response_without_kept_turns_is_a_400(sdk, runner, store):
+    """A conversation whose turns clinvk did not keep (a session recorded before it kept
+    them) cannot branch: a 400 naming previous_response_id, and nothing runs."""
     first = sdk.responses.create(model="claude", input="one")
     sdk.responses.create(model="claude", input="two", previous_response_id=first.id)
+    (session,) = store.sessions.values()
+    record = {k: v for k, v in session.metadata[METADATA_KEY].items() if k != "history"}
+    store.sessions[session.id] = msgspec.structs.replace(
+        session, metadata={**session.metadata, METADATA_KEY: record})
+    runs = len(runner.runs)
     with pytest.raises(openai.BadRequestError) as info:
         sdk.responses.create(model="claude", input="three", previous_response_id=first.id)
     assert info.value.body["param"] == "previous_response_id"
+    assert len(runner.runs) == runs
 
 
 def test_unknown_previous_response_id_is_a_400(sdk, runner):

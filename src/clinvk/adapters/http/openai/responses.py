@@ -1,9 +1,11 @@
 """OpenAI's Responses API (`/openai/v1/responses`): create (plain or streamed), get, delete.
 
 A translator beside chat completions: the same prompt service, model routing and error
-envelope. `previous_response_id` continues the clinvk session its response ran in (the CLI
-resumes its own session, and only the new input is sent); a stored response is kept in that
-session's metadata (see responses_translate.py).
+envelope. `previous_response_id` naming the latest response of a conversation continues the clinvk
+session it ran in (the CLI resumes its own session, and only the new input is sent); naming
+an earlier one branches: a new session whose prompt replays the conversation up to that
+response, from the turns clinvk keeps beside the stored responses in the session's metadata
+(see responses_translate.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from clinvk.adapters.http.openai.responses_schemas import (
 )
 from clinvk.adapters.http.openai.responses_translate import (
     METADATA_KEY,
+    conversation_until,
     final_status,
+    history_entry,
+    input_turns,
     message_id,
     new_response_id,
     now,
@@ -50,7 +55,7 @@ from clinvk.adapters.http.streaming import (
     until_disconnect,
 )
 from clinvk.domain import events as ev
-from clinvk.domain.chat import TextStream, answered_model
+from clinvk.domain.chat import TextStream, Turn, answered_model
 from clinvk.domain.errors import ClinvkError, InvalidRequest, SessionNotFound
 from clinvk.domain.models import PromptRequest, PromptResult, Session
 from clinvk.domain.services import Services
@@ -72,6 +77,16 @@ def _not_found(response_id: str, param: str | None = None) -> Response:
 
 class _UnknownResponse(Exception):
     """A response id that names no stored response."""
+
+
+class _Continuation(msgspec.Struct, frozen=True, kw_only=True):
+    """What a request continues: a session to resume, or a conversation to replay."""
+
+    session_id: str | None = None
+    #: Turns replayed before the input (a branch from an earlier response).
+    earlier: list[Turn] = msgspec.field(default_factory=list)
+    #: The working directory of the conversation a branch comes from.
+    workdir: str | None = None
 
 
 def _record(session: Session) -> dict[str, Any]:
@@ -101,12 +116,13 @@ class ResponsesApi:
         except SessionNotFound:
             raise _UnknownResponse from None
 
-    async def _continued_session(self, body: OpenAIResponsesRequest) -> str | None:
-        """The session a request continues: previous_response_id's, or clinvk.session_id."""
+    async def _continued(self, body: OpenAIResponsesRequest) -> _Continuation:
+        """What a request continues: previous_response_id's conversation (its session when
+        that response is the latest, else a replay of it), or clinvk.session_id."""
         option = body.clinvk.session_id if body.clinvk else None
         previous = body.previous_response_id
         if not previous:
-            return option
+            return _Continuation(session_id=option)
         if option:
             raise InvalidRequest(
                 "send either previous_response_id or clinvk.session_id, not both",
@@ -124,26 +140,37 @@ class ResponsesApi:
                 f"Previous response with id {previous!r} not found.",
                 field="previous_response_id",
             )
-        latest = _record(session).get("latest")
-        if latest != previous:
+        record = _record(session)
+        if record.get("latest") == previous:
+            return _Continuation(session_id=session.id)
+        # An earlier response: the CLI's session holds later turns too and cannot branch,
+        # so a new session replays the conversation up to that response.
+        earlier = conversation_until(record.get("history"), previous)
+        if earlier is None:
             raise InvalidRequest(
-                f"response {previous!r} is not the latest of its conversation; clinvk "
-                "continues the CLI's own session, which cannot branch from an earlier turn",
+                f"response {previous!r} is not the latest of its conversation, and clinvk "
+                "did not keep the turns before it, so it cannot branch from it",
                 field="previous_response_id",
             )
-        return session.id
+        return _Continuation(earlier=earlier, workdir=session.working_dir)
 
-    async def _keep(self, session_id: str | None, response: OpenAIResponse) -> None:
-        """Record the response as its session's latest; store it unless `store: false`."""
+    async def _keep(self, session_id: str | None, response: OpenAIResponse,
+                    turns: list[Turn]) -> None:
+        """Record the response as its session's latest, and its turns in the session's
+        history; store it unless `store: false`."""
         if session_id is None:
             return
         value = msgspec.to_builtins(response) if response.store else None
+        content = response.output[0].content if response.output else []
+        entry = history_entry(response.id, turns, content[0].text if content else "")
 
         def change(current: Session) -> Session:
             stored = dict(_stored(current))
             if value is not None:
                 stored[response.id] = value
-            record = {"latest": response.id, "stored": stored}
+            history = _record(current).get("history")
+            history = [*history, entry] if isinstance(history, list) else [entry]
+            record = {"latest": response.id, "stored": stored, "history": history}
             return msgspec.structs.replace(
                 current, metadata={**current.metadata, METADATA_KEY: record}
             )
@@ -158,22 +185,26 @@ class ResponsesApi:
     async def create(self, request: Request) -> Response:
         raw = await request.body()
         body: OpenAIResponsesRequest = decode_body(responses_request_decoder, raw)
-        session_id = await self._continued_session(body)
+        continued = await self._continued(body)
         prompt = to_prompt_request(
             body,
             config=self.services.config,
             backends=self.services.runner.names(),
-            session_id=session_id,
+            session_id=continued.session_id,
+            earlier=continued.earlier,
         )
+        if continued.workdir and prompt.workdir is None:
+            prompt = msgspec.structs.replace(prompt, workdir=continued.workdir)
+        turns = [*continued.earlier, *input_turns(body)]
         if body.stream:
-            return self._stream(body, prompt)  # type: ignore[return-value]
+            return self._stream(body, prompt, turns)  # type: ignore[return-value]
         try:
             result = await until_disconnect(request, lambda: self.services.prompt.run(prompt))
         except ClientDisconnected:
             return Response(status_code=499)
         response = self._final(body, prompt, result, new_response_id(result.session_id),
                                message_id(), now())
-        await self._keep(result.session_id, response)
+        await self._keep(result.session_id, response, turns)
         headers = {BACKEND_HEADER: result.backend}
         if result.session_id:
             headers[SESSION_HEADER] = result.session_id
@@ -203,7 +234,8 @@ class ResponsesApi:
             incomplete=incomplete,
         )
 
-    def _stream(self, body: OpenAIResponsesRequest, prompt: PromptRequest) -> EventStreamResponse:
+    def _stream(self, body: OpenAIResponsesRequest, prompt: PromptRequest,
+                turns: list[Turn]) -> EventStreamResponse:
         created_at, msg_id = now(), message_id()
         state: dict[str, Any] = {"seq": 0, "id": None, "text": []}
 
@@ -273,7 +305,7 @@ class ResponsesApi:
             streamed = "".join(state["text"])
             text = streamed or result.output
             final.output[0].content = [ResponsesOutputText(text=text)]
-            await self._keep(result.session_id, final)
+            await self._keep(result.session_id, final, turns)
             await emit(frame("response.output_text.done", item_id=msg_id, output_index=0,
                              content_index=0, text=text, logprobs=[]))
             await emit(frame("response.content_part.done", item_id=msg_id, output_index=0,

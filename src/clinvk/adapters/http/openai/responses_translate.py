@@ -53,7 +53,8 @@ from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
 from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
 
-#: Session metadata key holding `{"latest": id, "stored": {id: response}}`.
+#: Session metadata key holding `{"latest": id, "stored": {id: response}, "history":
+#: [entry, ...]}` (history: every turn of the session, see HistoryEntry).
 METADATA_KEY = "openai.responses"
 
 _RANDOM_LEN = 32
@@ -154,11 +155,11 @@ def decode_item(raw: dict[str, Any], where: str) -> ResponsesInputItem | None:
         raise InvalidRequest(f"invalid {where}: {detail}", field=field) from None
 
 
-def split_input(body: OpenAIResponsesRequest) -> tuple[str | None, list[Turn]]:
-    """The system prompt (`instructions`, then system/developer messages) and the turns."""
-    system = [body.instructions] if body.instructions else []
+def input_turns(body: OpenAIResponsesRequest) -> list[Turn]:
+    """Every input item that carries text, as a turn, in order (system and developer
+    messages included; `instructions` are not an item)."""
     if isinstance(body.input, str):
-        return SYSTEM_SEPARATOR.join(system) or None, [Turn(role="user", text=body.input)]
+        return [Turn(role="user", text=body.input)]
     turns: list[Turn] = []
     for i, raw in enumerate(body.input):
         where = f"input[{i}]"
@@ -166,11 +167,7 @@ def split_input(body: OpenAIResponsesRequest) -> tuple[str | None, list[Turn]]:
         if item is None:
             continue
         if isinstance(item, ResponsesMessageItem):
-            text = content_text(item.content, where)
-            if item.role in ("system", "developer"):
-                system.append(text)
-            else:
-                turns.append(Turn(role=item.role, text=text))
+            turns.append(Turn(role=item.role, text=content_text(item.content, where)))
         elif isinstance(item, ResponsesFunctionCallItem):
             turns.append(Turn(role="assistant",
                               text=tool_call_text(item.name, item.call_id, item.arguments)))
@@ -184,6 +181,21 @@ def split_input(body: OpenAIResponsesRequest) -> tuple[str | None, list[Turn]]:
         else:
             text = content_text(item.output, where)
             turns.append(Turn(role="tool", text=tool_result_text(item.call_id, text)))
+    return turns
+
+
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def split_input(body: OpenAIResponsesRequest) -> tuple[str | None, list[Turn]]:
+    """The system prompt (`instructions`, then system/developer messages) and the turns."""
+    system = [body.instructions] if body.instructions else []
+    turns: list[Turn] = []
+    for turn in input_turns(body):
+        if turn.role in _SYSTEM_ROLES:
+            system.append(turn.text)
+        else:
+            turns.append(turn)
     return SYSTEM_SEPARATOR.join(system) or None, turns
 
 
@@ -193,11 +205,13 @@ def to_prompt_request(
     config: Config,
     backends: list[str],
     session_id: str | None,
+    earlier: list[Turn] | None = None,
 ) -> PromptRequest:
     """Translate a Responses request (continuing `session_id`, if any) into a PromptRequest.
 
     The input is all new to the CLI (a continued session already holds the earlier turns),
-    so every item is sent.
+    so every item is sent; `earlier` turns (a conversation replayed from an earlier
+    response, see responses.py) are written before it.
     """
     if body.background:
         raise InvalidRequest(
@@ -208,7 +222,7 @@ def to_prompt_request(
         raise InvalidRequest("model must not contain a NUL character", field="model")
     route = route_model(body.model, config, backends)
     system_prompt, turns = split_input(body)
-    prompt = render_conversation(turns)
+    prompt = render_conversation([*(earlier or []), *turns])
     if not prompt.strip():
         raise InvalidRequest("input carries no text to send", field="input")
     options = body.clinvk
@@ -230,6 +244,38 @@ def to_prompt_request(
         max_retries=options.max_retries if options else None,
         fallback=list(options.fallback) if options else [],
     )
+
+
+# -- conversations kept for branching ---------------------------------------------------
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One turn of a session as clinvk keeps it: the turns the request carried (a replayed
+    conversation included) and the answer."""
+
+    id: str
+    turns: list[Turn]
+    output: str
+
+
+def history_entry(response_id: str, turns: list[Turn], output: str) -> dict[str, Any]:
+    """A history entry as stored in the session's metadata."""
+    return msgspec.to_builtins(HistoryEntry(id=response_id, turns=turns, output=output))
+
+
+def conversation_until(history: Any, response_id: str) -> list[Turn] | None:
+    """The conversation up to and including the answer `response_id`, from a session's
+    history; None when the history does not hold it (or is not one clinvk wrote)."""
+    try:
+        entries = msgspec.convert(history, list[HistoryEntry])
+    except msgspec.ValidationError:
+        return None
+    turns: list[Turn] = []
+    for entry in entries:
+        turns += [*entry.turns, Turn(role="assistant", text=entry.output)]
+        if entry.id == response_id:
+            return turns
+    return None
 
 
 # -- response --------------------------------------------------------------------------
