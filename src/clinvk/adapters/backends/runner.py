@@ -7,14 +7,18 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
+import anyio
+import msgspec
+
 from clinvk.adapters.backends.base import CliBackend, build_env
 from clinvk.adapters.backends.claude import ClaudeBackend
 from clinvk.adapters.backends.codex import CodexBackend
 from clinvk.adapters.backends.discovery import CliDiscovery, CliLocation, VersionProbes
 from clinvk.adapters.backends.environment import CliEnvironment, missing_variable
 from clinvk.adapters.backends.gemini import GeminiBackend
-from clinvk.adapters.backends.pool import WarmPool, pool_key
-from clinvk.adapters.backends.process import ProcessGroups, drive, spawn
+from clinvk.adapters.backends.hot import HotProcess, HotSessions
+from clinvk.adapters.backends.pool import WarmPool, beside, pool_key
+from clinvk.adapters.backends.process import ProcessGroups, ProcessOutcome, drive, spawn
 from clinvk.domain.config import BackendConfig, Config
 from clinvk.domain.errors import (
     BackendFailed,
@@ -23,9 +27,12 @@ from clinvk.domain.errors import (
     BackendUnavailable,
     UnknownBackend,
 )
-from clinvk.domain.events import StreamEvent
+from clinvk.domain.events import Message, StreamEvent, TextDelta, ToolUse
 from clinvk.domain.models import BackendInfo, RunResult, RunSpec
 from clinvk.ports import EventSink
+
+#: Events after which a run's latency-critical start is over: the pool may start a spare.
+_ANSWERING = (TextDelta, Message, ToolUse)
 
 
 def default_backends() -> dict[str, CliBackend]:
@@ -49,7 +56,13 @@ class SubprocessBackendRunner:
         self._backends = backends or default_backends()
         self._environment = CliEnvironment(config.server, os.environ, secrets)
         self.groups = ProcessGroups()
-        self.pool = WarmPool(idle_secs=config.server.warm_pool_idle_secs)
+        server = config.server
+        self.pool = WarmPool(
+            idle_secs=server.warm_pool_idle_secs, shrink_secs=server.warm_pool_shrink_secs
+        )
+        self.hot = HotSessions(
+            max_hot=server.hot_sessions_max, idle_secs=server.hot_session_idle_secs
+        )
         self._discovery = discovery if discovery is not None else CliDiscovery()
         self._found: dict[str, CliLocation] = {}
         #: `--version` answers by executable path, filled in by `probe_versions`.
@@ -163,13 +176,42 @@ class SubprocessBackendRunner:
                 continue
             warm = self._warm(backend, spec, cfg, exe, None)
             if warm is not None:
-                key, inv = warm
+                _key, inv = warm
                 env = self._environment.build(backend.env_prefixes, cfg, inv.env)
-                await self.pool.add(spec.backend, inv.argv, spec.workdir, env, cfg.warm_pool)
+                await self.pool.add(
+                    spec.backend, inv.argv, spec.workdir, env, cfg.warm_pool,
+                    ceiling=cfg.warm_pool_max,
+                )
 
     async def close_pool(self) -> None:
-        """Terminate the pooled processes."""
+        """Terminate the pooled processes and the hot sessions' processes."""
+        await self.hot.aclose()
         await self.pool.aclose()
+
+    async def end_session(self, backend_session_id: str) -> None:
+        """End the hot process of a backend session, if any (its session was deleted)."""
+        await self.hot.end(backend_session_id)
+
+    def _capacity(self, backend: str) -> int | None:
+        """How many more runs of `backend` the admission limits allow now (None: no limit)."""
+        limits = []
+        per_backend = self._config.backend(backend).max_concurrent
+        if per_backend > 0:
+            limits.append(per_backend - self.groups.count(backend))
+        overall = self._config.server.max_concurrent_runs
+        if overall > 0:
+            limits.append(overall - (self.groups.count() - self.hot.count()))
+        return max(0, min(limits)) if limits else None
+
+    def _hot_signature(self, backend: CliBackend, spec: RunSpec, cfg, exe: str, decoder):
+        """The invocation a hot process of this session must have been started with, or
+        None when this run cannot leave a process waiting for the next turn."""
+        if not self.hot.enabled or spec.ephemeral or spec.system_prompt:
+            return None
+        if not hasattr(decoder, "turn_done"):
+            return None  # the CLI cannot take another turn in the same process
+        fresh = self._warm(backend, msgspec.structs.replace(spec, resume_id=None), cfg, exe, None)
+        return fresh[0] if fresh is not None else None
 
     def command(self, spec: RunSpec) -> tuple[str, ...]:
         backend = self._backend(spec.backend)
@@ -194,18 +236,38 @@ class SubprocessBackendRunner:
                 stdin_file = _write_temp(inv.stdin, ".txt")
             decoder = backend.decoder(spec, cfg)
             env = self._environment.build(backend.env_prefixes, cfg, inv.env)
-            warm = self._warm(backend, spec, cfg, exe, sp_file) if cfg.warm_pool > 0 else None
-            cli = await self.pool.take(warm[0]) if warm is not None else None
+            hot_sig = self._hot_signature(backend, spec, cfg, exe, decoder)
+            hot: HotProcess | None = None
+            token = 0
+            if spec.resume_id and self.hot.enabled:
+                token = self.hot.begin(spec.resume_id)
+                if hot_sig is None:
+                    await self.hot.end(spec.resume_id)  # it would miss this turn
+                else:
+                    hot = await self.hot.take(spec.resume_id, hot_sig)
+            want_warm = hot is None and (cfg.warm_pool > 0 or hot_sig is not None)
+            warm = self._warm(backend, spec, cfg, exe, sp_file) if want_warm else None
+            pooled = warm is not None and cfg.warm_pool > 0
+            cli = await self.pool.take(warm[0]) if pooled and warm is not None else None
             # A miss with options that can recur (not a one-off system prompt file or a
             # resume id) teaches the pool that signature, so the next such request is warm.
-            learn = cli is None and warm is not None and not spec.system_prompt
-            learn = learn and not spec.resume_id
+            learn = cli is None and pooled and not spec.system_prompt and not spec.resume_id
+            answered = anyio.Event()
+
+            async def replenish() -> None:
+                # The run's own start is over once it answers: only then does the pool start
+                # spares (a CLI starting takes most of a core), paced, for the next requests.
+                await answered.wait()
+                if warm is not None:
+                    await self.pool.keep_filled(warm[0], lambda: self._capacity(spec.backend))
 
             async def on_line(line: bytes) -> None:
                 events: list[StreamEvent] = decoder.feed(line)
                 if on_event is not None:
                     for event in events:
                         await on_event(event)
+                if any(isinstance(e, _ANSWERING) for e in events):
+                    answered.set()
 
             async def on_stderr_line(line: bytes) -> None:
                 # Some CLIs report progress (retries) only on stderr.
@@ -216,17 +278,40 @@ class SubprocessBackendRunner:
 
             started = time.monotonic()
             try:
-                if cli is None:
+                if hot is not None or cli is not None:
+                    feed = backend.warm_input(spec.prompt)  # type: ignore[attr-defined]
+                elif hot_sig is not None and warm is not None:
+                    # Started in its read-the-prompt-later form, so it can take the next turn.
+                    warm_env = self._environment.build(backend.env_prefixes, cfg, warm[1].env)
+                    cli = await spawn(
+                        warm[1].argv, cwd=spec.workdir, env=warm_env, stdin=True,
+                        label=spec.backend,
+                    )
+                    feed = backend.warm_input(spec.prompt)  # type: ignore[attr-defined]
+                else:
                     cli = await spawn(
                         inv.argv, cwd=spec.workdir, env=env, stdin=stdin_file, label=spec.backend
                     )
                     feed = None
-                else:
-                    feed = backend.warm_input(spec.prompt)  # type: ignore[attr-defined]
             except OSError as exc:
                 raise BackendUnavailable(spec.backend, f"cannot start {exe}: {exc.strerror}") from exc
-            try:
-                outcome = await drive(
+            keep = False
+            if hot is None and hot_sig is not None and warm is not None:
+                assert cli is not None
+                hot = HotProcess(cli, hot_sig, self.groups)
+
+            async def run_it() -> tuple[ProcessOutcome, bool]:
+                if hot is not None:
+                    return await hot.turn(
+                        feed,
+                        on_line=on_line,
+                        on_stderr_line=on_stderr_line,
+                        done=lambda: bool(decoder.turn_done),  # type: ignore[attr-defined]
+                        timeout=spec.timeout_secs,
+                        idle_timeout=spec.idle_timeout_secs,
+                    )
+                assert cli is not None
+                ended = await drive(
                     cli,
                     on_line=on_line,
                     timeout=spec.timeout_secs,
@@ -235,38 +320,58 @@ class SubprocessBackendRunner:
                     input=feed,
                     on_stderr_line=on_stderr_line,
                 )
+                return ended, False
+
+            try:
+                if pooled:
+                    outcome, keep = await beside(run_it, replenish)
+                else:
+                    outcome, keep = await run_it()
             finally:
-                if warm is not None:
+                if pooled and warm is not None:
                     if learn:
                         warm_env = self._environment.build(backend.env_prefixes, cfg, warm[1].env)
                         await self.pool.adopt(
                             spec.backend, warm[1].argv, spec.workdir, warm_env,
                             size=cfg.warm_pool,
                             limit=self._config.server.warm_pool_signatures,
+                            ceiling=cfg.warm_pool_max,
                         )
-                    await self.pool.refill(warm[0])
-            duration_ms = int((time.monotonic() - started) * 1000)
-            if outcome.timed_out is not None:
-                partial = _partial(decoder, outcome.exit_code, outcome.stderr, duration_ms)
-                idle = outcome.timed_out == "idle"
-                seconds = spec.idle_timeout_secs if idle else spec.timeout_secs
-                raise BackendTimeout(spec.backend, seconds or 0, idle=idle, result=partial)
+                    await self.pool.refill(warm[0], capacity=self._capacity(spec.backend))
             try:
-                return decoder.finish(
-                    exit_code=outcome.exit_code, stderr=outcome.stderr, duration_ms=duration_ms
-                )
-            except BackendFailed as exc:
-                variable = missing_variable(f"{exc.message}\n{outcome.stderr}")
-                if variable is None or variable in env:
-                    raise
-                raise BackendMissingEnv(
-                    spec.backend, variable, exc.message, exit_code=exc.exit_code,
-                    result=exc.result,
-                ) from exc
+                result = self._result(spec, decoder, outcome, started, env)
+                if keep and hot is not None:
+                    keep = False
+                    await self.hot.park(result.backend_session_id, token, hot)
+                return result
+            finally:
+                if keep and hot is not None:
+                    await hot.end()  # the turn failed: never keep a process after an error
         finally:
             for path in (sp_file, stdin_file):
                 if path:
                     os.unlink(path)
+
+    def _result(self, spec: RunSpec, decoder, outcome, started: float, env) -> RunResult:
+        """The run's result from its decoder, or the error it ended with."""
+        duration_ms = int((time.monotonic() - started) * 1000)
+        if outcome.timed_out is not None:
+            partial = _partial(decoder, outcome.exit_code, outcome.stderr, duration_ms)
+            idle = outcome.timed_out == "idle"
+            seconds = spec.idle_timeout_secs if idle else spec.timeout_secs
+            raise BackendTimeout(spec.backend, seconds or 0, idle=idle, result=partial)
+        try:
+            return decoder.finish(
+                exit_code=outcome.exit_code, stderr=outcome.stderr, duration_ms=duration_ms
+            )
+        except BackendFailed as exc:
+            variable = missing_variable(f"{exc.message}\n{outcome.stderr}")
+            if variable is None or variable in env:
+                raise
+            raise BackendMissingEnv(
+                spec.backend, variable, exc.message, exit_code=exc.exit_code,
+                result=exc.result,
+            ) from exc
 
 
 def _partial(decoder, exit_code: int, stderr: str, duration_ms: int) -> RunResult | None:
