@@ -67,3 +67,23 @@ def test_image_input_is_a_bad_request_error(client):
         client.responses.create(model="claude", input=[{"role": "user", "content": [
             {"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}])
     assert info.value.body["param"] == "input[0].content[0]"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_previous_response_id_of_an_earlier_turn_branches(client, model_double, backend):
+    """Continuing from an earlier response (not the latest) answers from a new CLI session
+    whose prompt holds the conversation up to that response and not the later turn."""
+    model_double.set(reply="Hello Zed")
+    first = client.responses.create(model=backend, input="My name is Zed.")
+    model_double.set(reply="Noted, Ann")
+    client.responses.create(model=backend, input="Call me Ann instead.",
+                            previous_response_id=first.id)
+    model_double.set(reply="Zed")
+    branch = client.responses.create(model=backend, input="What is my name?",
+                                     previous_response_id=first.id)
+    assert branch.output_text == "Zed" and branch.previous_response_id == first.id
+    request = _last_generation(model_double)
+    seen = "\n".join(user_texts(request) + assistant_texts(request))
+    assert "My name is Zed." in seen and "Hello Zed" in seen
+    assert "Ann" not in seen
+    assert any(t.rstrip("\n").endswith("What is my name?") for t in user_texts(request))
