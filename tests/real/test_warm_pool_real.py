@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -100,3 +101,46 @@ def test_a_missed_signature_is_warm_the_next_time(pooled_server, model_double):
     assert _pool(pooled_server, "claude")["hits"] == 1  # the learnt process was used
     second = generation_requests(model_double.requests())[-1]
     assert "PELICAN" not in str(second["body"])
+
+
+@pytest.fixture
+def growing_server(model_double, tmp_path):
+    assert not missing_clis()
+    server = ClinvkServer(model_double.url, tmp_path, warm_pool_shrink_secs=600)
+    import yaml
+
+    config = yaml.safe_load(server.config_path.read_text())
+    config["backends"]["claude"]["warm_pool"] = 1
+    config["backends"]["claude"]["warm_pool_max"] = 3
+    server.config_path.write_text(yaml.safe_dump(config))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _burst(server, n: int) -> None:
+    def one(i: int) -> None:
+        r = httpx.post(server.url + "/api/v1/prompt", timeout=60,
+                       json={"backend": "claude", "prompt": f"request {i}"})
+        assert r.status_code == 200, r.text
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_the_pool_grows_when_requests_find_it_empty(growing_server):
+    """Three requests at once find one warm process: the pool grows to three, so the next
+    three requests at once are all warm; it never holds more than warm_pool_max."""
+    _burst(growing_server, 3)
+    pool = _pool(growing_server, "claude")
+    assert pool["hits"] == 1 and pool["size"] == 3
+    deadline = time.monotonic() + SETTLE_SECS  # a hang guard only
+    while _pool(growing_server, "claude")["ready"] < 3:
+        assert time.monotonic() < deadline, _pool(growing_server, "claude")
+        time.sleep(0.05)
+    _burst(growing_server, 3)
+    pool = _pool(growing_server, "claude")
+    assert pool["hits"] == 4 and pool["ready"] <= 3
