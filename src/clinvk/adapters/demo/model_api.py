@@ -12,7 +12,9 @@ Knobs (constructor kwargs, CLI flags, or `POST /_control` at runtime):
   fail_apis, fail_headers, fail_error, fail_message, fail_extra, fail_calls shape an
   injected failure as one API would send it (a 429 with `retry-after`, an Anthropic 529
   `overloaded_error`, an OpenAI `insufficient_quota`, a Gemini `RESOURCE_EXHAUSTED` with
-  `RetryInfo`), for the calls of one CLI only if asked.
+  `RetryInfo`), for the calls of one CLI only if asked;
+  tool_use makes an Anthropic call that offers that tool call it, and answers the call
+  that carries its result with the result's text (an agent CLI as an MCP client).
 Control endpoints: GET/POST /_control, POST /_reset, GET/DELETE /_log.
 
 Stdlib only: the test suite and the demo need nothing else to run it.
@@ -47,6 +49,9 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "fail_message": None,  # the error message (default: "injected <status>")
     "fail_extra": None,  # fields added to the body's error object ({"details": [RetryInfo]})
     "fail_calls": None,  # fail only this many calls, then answer normally (None: all)
+    # {"name": ..., "input": {...}}: an Anthropic call whose `tools` offer `name` is answered
+    # with a call to it; the next call, carrying its tool_result, with the result's text.
+    "tool_use": None,
 }
 
 #: Knobs that start a new failure: setting any of them restarts the `fail_calls` count.
@@ -209,6 +214,43 @@ def _anthropic_events(model: str, pieces: list[str], usage_in: int):
                             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                             "usage": {"output_tokens": len(pieces)}}
     yield "message_stop", {"type": "message_stop"}
+
+
+def _anthropic_tool_events(model: str, name: str, arguments: dict, usage_in: int):
+    """(event name, data) pairs of a Messages stream that calls tool `name`."""
+    msg = {"id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant",
+           "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
+           "usage": {"input_tokens": usage_in, "output_tokens": 1}}
+    block = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:20], "name": name,
+             "input": {}}
+    yield "message_start", {"type": "message_start", "message": msg}
+    yield "content_block_start", {"type": "content_block_start", "index": 0,
+                                  "content_block": block}
+    yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+        "type": "input_json_delta", "partial_json": json.dumps(arguments)}}
+    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    yield "message_delta", {"type": "message_delta",
+                            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                            "usage": {"output_tokens": 1}}
+    yield "message_stop", {"type": "message_stop"}
+
+
+def _tool_result_text(request: dict) -> str | None:
+    """The text of the tool_result blocks in the request's last message; None without any."""
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    content = messages[-1].get("content") if isinstance(messages[-1], dict) else None
+    results = [b for b in content or [] if isinstance(b, dict) and b.get("type") == "tool_result"]
+    if not results:
+        return None
+    return "".join("".join(_texts(b.get("content"))) for b in results)
+
+
+def _offers_tool(request: dict, name: str) -> bool:
+    tools = request.get("tools")
+    return isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("name") == name for t in tools)
 
 
 def _openai_events(model: str, pieces: list[str], usage_in: int):
@@ -404,6 +446,16 @@ class _Handler(BaseHTTPRequestHandler):
 
         model = req.get("model") or ("claude-double" if api == "anthropic" else "gpt-double")
         events = _anthropic_events if api == "anthropic" else _openai_events
+        tool = k["tool_use"]
+        if api == "anthropic" and tool and _offers_tool(req, tool["name"]):
+            result = _tool_result_text(req)
+            if result is None:
+                self._start_stream()
+                for name, data in _anthropic_tool_events(model, tool["name"],
+                                                         tool.get("input") or {}, n_in):
+                    self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n")
+                return self._chunk("")
+            text, pieces = result, split_pieces(result)
         if req.get("stream") or api == "openai":  # codex always streams /v1/responses
             self._start_stream()
             seq = 0
