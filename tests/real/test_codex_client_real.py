@@ -64,14 +64,18 @@ class CodexClient:
     def argv(self, *args: str) -> list[str]:
         return [str(cli_path("codex")), *args]
 
-    def exec(self, model: str, *args: str) -> str:
-        """`codex exec` with the user's model; its stdout (it must succeed)."""
-        done = subprocess.run(
+    def run(self, model: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`codex exec` with the user's model."""
+        return subprocess.run(
             self.argv("exec", "--skip-git-repo-check", "--disable", "plugins", "-m", model,
                       *args),
             check=False, env=self.env, cwd=self.cwd, capture_output=True, text=True,
             stdin=subprocess.DEVNULL, timeout=GUARD_SECS,
         )
+
+    def exec(self, model: str, *args: str) -> str:
+        """`codex exec` with the user's model; its stdout (it must succeed)."""
+        done = self.run(model, *args)
         assert done.returncode == 0, (done.stdout, done.stderr[-2000:])
         return done.stdout
 
@@ -161,6 +165,21 @@ def test_a_turn_prints_the_answer_of_the_backend_behind_clinvk(codex_client, mod
     calls = _calls_of(model_double, backend)
     assert calls, f"the {backend} CLI never called the model double"
     assert any(t.rstrip().endswith("hello") for t in user_texts(calls[-1]))
+
+
+def test_a_backend_failure_is_shown_by_codex_without_retrying_the_turn(codex_client,
+                                                                        model_double):
+    """A backend whose model call fails ends clinvk's stream with response.failed; codex
+    (stream_max_retries = 0, as the recipe says) fails the turn with the backend's error
+    and does not run it again."""
+    model_double.set(fail_status=500, fail_message="the model is down")
+    done = codex_client.run("claude", "--json", "hello")
+    assert done.returncode == 1
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    failed = [e for e in events if e["type"] == "turn.failed"]
+    assert len(failed) == 1 and "the model is down" in failed[0]["error"]["message"]
+    assert not any("Reconnecting" in e.get("message", "") for e in events)
+    assert len(_calls_of(model_double, "claude")) == 1
 
 
 def _agent_text(jsonl: str) -> tuple[str, str]:
