@@ -3,15 +3,24 @@ content type Anthropic's Messages API and OpenAI's chat completions take, as rea
 (Claude Code, the SDKs, agent frameworks) send them.
 
 Each request strategy draws `(body, refused)`: a JSON-able body and whether clinvk must
-refuse it with a 4xx because it carries content the CLIs cannot take (an image, a binary
-document, audio, more than one choice). Everything else must be answered.
+refuse it with a 4xx because it carries content the CLIs cannot take (a binary document,
+audio, more than one choice, an image by URL while `server.fetch_remote_images` is off, an
+image of an unsupported type, more images than `server.max_images`). Everything else —
+inline images included — must be answered.
 """
 
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from hypothesis import strategies as st
+
+from clinvk.domain.config import ServerConfig
+from tests.support.images import data_url, png_b64
+
+#: Most images a request may carry under the default config.
+MAX_IMAGES = ServerConfig().max_images
 
 #: Characters of request text: no lone surrogates (not JSON) and no NUL, which a CLI
 #: argument cannot hold (clinvk refuses it, as the domain documents).
@@ -43,11 +52,27 @@ def text_blocks(draw, text=words):
     return block
 
 
+#: (image block, refused): inline images are carried; a URL (not fetched by default) and
+#: a type no CLI takes are refused.
 images = st.sampled_from([
-    {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                 "data": "iVBORw0KGgo="}},
-    {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
+    ({"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                  "data": png_b64()}}, False),
+    ({"type": "image", "source": {"type": "base64", "media_type": "image/jpeg",
+                                  "data": png_b64((1, 2, 3))}}, False),
+    ({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}, True),
+    ({"type": "image", "source": {"type": "base64", "media_type": "image/bmp",
+                                  "data": png_b64()}}, True),
 ])
+
+
+def image_count(body: Any) -> int:
+    """How many image blocks / parts a request body holds, however deep."""
+    if isinstance(body, list):
+        return sum(image_count(item) for item in body)
+    if not isinstance(body, dict):
+        return 0
+    own = body.get("type") in ("image", "image_url", "input_image")
+    return int(own) + sum(image_count(v) for k, v in body.items() if k != "type")
 
 
 @st.composite
@@ -129,8 +154,8 @@ def tool_results(draw):
     elif shape == "blocks":
         block["content"] = draw(st.lists(text_blocks() | search_results, max_size=2))
     elif shape == "image":
-        block["content"] = [draw(text_blocks()), draw(images)]
-        refused = True
+        image, refused = draw(images)
+        block["content"] = [draw(text_blocks()), image]
     if draw(st.booleans()):
         block["is_error"] = draw(st.booleans())
     if draw(st.booleans()):
@@ -148,11 +173,13 @@ def anthropic_blocks(draw):
         return draw(documents())
     if kind == "tool_result":
         return draw(tool_results())
-    strategy = {"text": text_blocks(), "image": images, "tool_use": tool_uses,
+    if kind == "image":
+        return draw(images)
+    strategy = {"text": text_blocks(), "tool_use": tool_uses,
                 "mcp_tool_use": mcp_tool_uses, "thinking": thinking,
                 "web_search": web_search_results, "search_result": search_results,
                 "other": other_blocks}[kind]
-    return draw(strategy), kind == "image"
+    return draw(strategy), False
 
 
 @st.composite
@@ -198,10 +225,11 @@ anthropic_optional = {
                                     {"type": "tool", "name": "Bash"},
                                     {"type": "auto", "disable_parallel_tool_use": True}]),
     "thinking": st.sampled_from([{"type": "enabled", "budget_tokens": 2048},
+                                 {"type": "enabled", "budget_tokens": 20000},
                                  {"type": "disabled"}, {"type": "adaptive"}]),
     "context_management": st.just({"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}),
     "output_config": st.fixed_dictionaries({}, optional={
-        "effort": st.sampled_from(["low", "medium", "high", "max"]),
+        "effort": st.sampled_from(["low", "medium", "high", "xhigh", "max"]),
         "format": st.just({"type": "json_schema", "schema": {"type": "object"}}),
     }),
     "service_tier": st.sampled_from(["auto", "standard_only"]),
@@ -226,7 +254,7 @@ def anthropic_requests(draw):
     for key, strategy in anthropic_optional.items():
         if draw(st.booleans()):
             body[key] = draw(strategy)
-    return body, refused
+    return body, refused or image_count(messages) > MAX_IMAGES
 
 
 anthropic_headers = st.fixed_dictionaries({}, optional={
@@ -240,17 +268,27 @@ anthropic_headers = st.fixed_dictionaries({}, optional={
 
 
 @st.composite
-def openai_parts(draw):
-    """(part, refused) for every content part type."""
+def openai_parts(draw, role: str = "user"):
+    """(part, refused) for every content part type, in a message of `role` (only user
+    messages carry images)."""
     kind = draw(st.sampled_from(["text"] * 10 + ["refusal", "file-text"] * 3
-                                + ["image", "audio", "file-pdf", "file-id"]))
+                                + ["image", "image-string", "image-remote", "image-tiff",
+                                   "audio", "file-pdf", "file-id"]))
     if kind == "text":
         return {"type": "text", "text": draw(words)}, False
     if kind == "refusal":
         return {"type": "refusal", "refusal": draw(words)}, False
     if kind == "image":
-        return {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=",
-                                                   "detail": "auto"}}, True
+        detail = draw(st.sampled_from(["auto", "low", "high"]))
+        return ({"type": "image_url", "image_url": {"url": data_url(), "detail": detail}},
+                role != "user")
+    if kind == "image-string":  # the older form: the URL itself
+        return {"type": "image_url", "image_url": data_url((5, 5, 5))}, role != "user"
+    if kind == "image-remote":
+        return {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}, True
+    if kind == "image-tiff":
+        return {"type": "image_url",
+                "image_url": {"url": "data:image/tiff;base64," + png_b64()}}, True
     if kind == "audio":
         return {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}, True
     if kind == "file-text":
@@ -285,7 +323,7 @@ def openai_messages(draw):
         if draw(st.booleans()):
             message["content"] = draw(any_text)
         else:
-            drawn = draw(st.lists(openai_parts(), min_size=1, max_size=3))
+            drawn = draw(st.lists(openai_parts(role), min_size=1, max_size=3))
             message["content"] = [part for part, _ in drawn]
             parts_refused = any(r for _, r in drawn)
         if role == "assistant" and draw(st.booleans()):
@@ -317,8 +355,11 @@ openai_optional = {
     "parallel_tool_calls": st.booleans(),
     "response_format": st.sampled_from([
         {"type": "text"}, {"type": "json_object"},
-        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}]),
-    "reasoning_effort": st.sampled_from(["minimal", "low", "medium", "high"]),
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        {"type": "json_schema", "json_schema": {"name": "y", "strict": True, "schema": {
+            "type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+            "additionalProperties": False}}}]),
+    "reasoning_effort": st.sampled_from(["none", "minimal", "low", "medium", "high", "xhigh"]),
     "verbosity": st.sampled_from(["low", "medium", "high"]),
     "store": st.booleans(),
     "prediction": st.builds(lambda t: {"type": "content", "content": t}, any_text),
@@ -351,6 +392,7 @@ def openai_requests(draw):
     for key, strategy in openai_optional.items():
         if draw(st.booleans()):
             body[key] = draw(strategy)
+    refused = refused or image_count(messages) > MAX_IMAGES
     if draw(st.booleans()):
         body["n"] = draw(st.integers(1, 3))
         refused = refused or body["n"] > 1

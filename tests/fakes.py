@@ -10,8 +10,10 @@ import anyio
 
 from clinvk.domain import events as ev
 from clinvk.domain.errors import BackendFailed, SessionNotFound, UnknownBackend
+from clinvk.domain.images import too_large
 from clinvk.domain.models import (
     BackendInfo,
+    ImageInput,
     RunResult,
     RunSpec,
     Session,
@@ -296,3 +298,18 @@ class AppSpy:
             await self.app(scope, receive, spy)
         finally:
             self.finished += 1
+
+
+class FakeImageFetcher:
+    """The ImageFetcher port: answers every URL with `image` and records the URLs asked."""
+
+    def __init__(self, image: bytes = b"", media_type: str = "image/png") -> None:
+        self.image = image
+        self.media_type = media_type
+        self.urls: list[str] = []
+
+    async def fetch(self, url: str, *, max_bytes: int) -> ImageInput:
+        self.urls.append(url)
+        if len(self.image) > max_bytes:
+            raise too_large("image url", len(self.image), max_bytes)
+        return ImageInput(media_type=self.media_type, data=self.image)  # type: ignore[arg-type]

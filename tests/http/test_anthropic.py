@@ -136,8 +136,6 @@ def test_earlier_turns_use_the_shared_renderer_and_drop_thinking(client, runner)
 @pytest.mark.parametrize(
     ("block", "named"),
     [
-        ({"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                      "data": "iVBORw0KGgo="}}, "image blocks"),
         ({"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
                                          "data": "JVBERi0xLjQ="}},
          "document blocks with application/pdf content"),
@@ -146,7 +144,8 @@ def test_earlier_turns_use_the_shared_renderer_and_drop_thinking(client, runner)
     ],
 )
 def test_blocks_that_cannot_become_text_are_400_naming_the_block(client, runner, block, named):
-    """An image or a binary document is a 400 invalid_request_error naming where it is."""
+    """A binary document is a 400 invalid_request_error naming where it is (images are
+    carried: tests/http/test_images.py)."""
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
                 {"role": "user", "content": [{"type": "text", "text": "see"}, block]}]
     error = assert_envelope(client.post(URL, json=body(messages=messages)), 400,

@@ -262,8 +262,8 @@ def test_count_tokens_grows_with_the_conversation(client):
      ({"model": "claude"}, "messages"),
      ({"model": "claude", "messages": []}, "messages"),
      ({"model": "claude", "messages": [{"role": "user", "content": [
-         {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                      "data": "iVBORw0KGgo="}}]}]}, "messages.0.content.0"),
+         {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}]},
+      "messages.0.content.0.source.url"),
      ({"model": "claude", "messages": [{"role": "user", "content": [
          {"type": "document", "source": {"type": "base64", "media_type": "text/plain",
                                          "data": "\x80 not base64"}}]}]},

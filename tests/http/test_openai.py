@@ -200,13 +200,13 @@ def test_text_parts_are_joined_and_tool_turns_carried(client, runner):
 @pytest.mark.parametrize(
     ("part", "kind"),
     [
-        ({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}, "image"),
         ({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}, "audio"),
         ({"type": "file", "file": {"file_id": "file-1"}}, "file"),
     ],
 )
 def test_non_text_parts_are_400_naming_the_part(client, runner, part, kind):
-    """An image, audio or file part is refused with a 400 whose param names the part."""
+    """An audio or (uploaded) file part is refused with a 400 whose param names the part
+    (images are carried: tests/http/test_images.py)."""
     messages = [
         {"role": "system", "content": "x"},
         {"role": "user", "content": "first"},

@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
+from clinvk.adapters.http.openai.translate import JSON_OBJECT_INSTRUCTION
 from clinvk.domain.config import Config, ServerConfig
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.chat_strategies import openai_requests
@@ -86,7 +87,8 @@ def test_more_than_one_choice_is_a_400_saying_only_one_is_supported(client):
 
 
 def test_every_request_field_is_accepted(client, runner):
-    """Every field of OpenAI's request body is accepted (and the prompt is unchanged)."""
+    """Every field of OpenAI's request body is accepted (and the prompt is unchanged;
+    json_object adds its instruction to the system prompt, reasoning_effort is the run's)."""
     r = chat(
         client,
         messages=[{"role": "developer", "content": "Be terse."},
@@ -102,7 +104,9 @@ def test_every_request_field_is_accepted(client, runner):
         web_search_options={}, functions=[{"name": "g"}], function_call="auto",
     )
     assert r.status_code == 200, r.text
-    assert runner.runs[-1].prompt == "hi" and runner.runs[-1].system_prompt == "Be terse."
+    run = runner.runs[-1]
+    assert run.prompt == "hi" and run.system_prompt == "Be terse.\n\n" + JSON_OBJECT_INSTRUCTION
+    assert run.effort == "high"
     assert r.json()["choices"][0]["logprobs"] is None
 
 

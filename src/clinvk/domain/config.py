@@ -93,6 +93,12 @@ class ServerConfig(_Section):
     cli_env: Literal["inherit", "minimal"] = "inherit"
     #: Names or globs (`*_TOKEN`) never passed to a CLI, on top of clinvk's own secrets.
     cli_env_deny: list[str] = msgspec.field(default_factory=list)
+    #: Most images one request may carry.
+    max_images: int = 8
+    #: Largest image (decoded bytes) a request may carry; larger ones are refused with 413.
+    max_image_bytes: int = 5 * 1024 * 1024
+    #: Whether an http(s) image URL is downloaded (off: such a request is refused with 400).
+    fetch_remote_images: bool = False
     #: Serve the MCP endpoint at /mcp (behind the same middleware as the APIs).
     mcp_enabled: bool = True
 

@@ -2,7 +2,8 @@
 
     ClinvkError
      ├── InvalidRequest          a request that can never succeed as sent (names the field)
-     │    └── UnknownBackend     backend name we do not know
+     │    ├── UnknownBackend     backend name we do not know
+     │    └── TooLarge           a part of the request is over a configured size limit
      ├── WorkdirForbidden        workdir outside the allowed prefixes / inside a blocked one
      ├── SessionNotFound         no session with that id
      ├── SessionBusy             another request is using the session right now
@@ -64,6 +65,12 @@ class UnknownBackend(InvalidRequest):
             f"unknown backend {name!r}; known backends: {', '.join(known)}", field="backend"
         )
         self.name = name
+
+
+class TooLarge(InvalidRequest):
+    """A part of the request (an image) is larger than the configured limit."""
+
+    code = "too_large"
 
 
 class WorkdirForbidden(ClinvkError):

@@ -15,6 +15,10 @@ SessionStatus = Literal["active", "completed", "error", "paused"]
 StopReason = Literal["end", "max_tokens", "max_turns", "cancelled"]
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+#: How hard the model should think, from least to most; each CLI maps it onto its own knob.
+Effort = Literal["minimal", "low", "medium", "high", "xhigh", "max"]
+#: Image formats every CLI (and the model APIs behind them) take.
+ImageMediaType = Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
 
 #: Most sessions one listing returns.
 MAX_SESSION_PAGE = 1000
@@ -46,6 +50,15 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+class ImageInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An image given with a prompt: its bytes (base64 on the wire), or a remote URL that
+    is fetched only when `server.fetch_remote_images` is on."""
+
+    media_type: ImageMediaType | None = None
+    data: bytes = b""
+    url: str | None = None
+
+
 class PromptRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One prompt for one backend, with the unified options every backend understands."""
 
@@ -71,6 +84,12 @@ class PromptRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: `backend` or `backend/model` entries tried in order when this run fails retryably
     #: before any text was sent.
     fallback: list[str] = msgspec.field(default_factory=list)
+    #: Images the prompt refers to (`[image N]` in the prompt is the N-th), in order.
+    images: list[ImageInput] = msgspec.field(default_factory=list)
+    #: Reasoning effort; None = the CLI's (or its model's) default.
+    effort: Effort | None = None
+    #: A JSON Schema the final answer must follow (structured output), where the CLI can.
+    output_schema: dict[str, Any] | None = None
 
 
 class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +114,10 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     idle_timeout_secs: float | None = None
     #: The CLI's retry budget for failed model-API calls; None = the CLI's default.
     max_retries: int | None = None
+    #: Images to attach, fetched already (each has data and a media type).
+    images: tuple[ImageInput, ...] = ()
+    effort: Effort | None = None
+    output_schema: dict[str, Any] | None = None
 
 
 class RunResult(msgspec.Struct, frozen=True, kw_only=True):

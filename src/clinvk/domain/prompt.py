@@ -17,6 +17,7 @@ from clinvk.domain.errors import (
 )
 from clinvk.domain.events import Done, Fallback, Init, Message, StreamEvent
 from clinvk.domain.fallback import Target, plan, should_fall_back
+from clinvk.domain.images import resolve as resolve_images
 from clinvk.domain.models import (
     PromptRequest,
     PromptResult,
@@ -26,7 +27,14 @@ from clinvk.domain.models import (
     TokenUsage,
 )
 from clinvk.domain.workdir import resolve_workdir
-from clinvk.ports import BackendRunner, Clock, EventSink, IdGenerator, SessionStore
+from clinvk.ports import (
+    BackendRunner,
+    Clock,
+    EventSink,
+    IdGenerator,
+    ImageFetcher,
+    SessionStore,
+)
 
 
 def _no_nul(**values: str | None) -> None:
@@ -62,8 +70,11 @@ class PromptService:
         clock: Clock,
         ids: IdGenerator,
         default_workdir: str,
+        images: ImageFetcher | None = None,
     ) -> None:
+        """`images` downloads http(s) images (only used when server.fetch_remote_images)."""
         self._config = config
+        self._fetcher = images
         self._runner = runner
         self._store = store
         self._clock = clock
@@ -139,6 +150,9 @@ class PromptService:
                  if r is not None),
                 None,
             ),
+            images=tuple(request.images),
+            effort=request.effort,
+            output_schema=request.output_schema,
         )
 
     # -- running ----------------------------------------------------------------------
@@ -154,6 +168,9 @@ class PromptService:
         _no_nul(model=request.model, system_prompt=request.system_prompt,
                 extra=" ".join(request.extra), session_id=request.session_id)
         self.check_backend(request.backend)
+        if request.images:
+            images = await resolve_images(request.images, self._config.server, self._fetcher)
+            request = msgspec.structs.replace(request, images=list(images))
 
         session: Session | None = None
         if request.session_id:

@@ -14,7 +14,7 @@ from clinvk.domain.parallel import ParallelService
 from clinvk.domain.prompt import PromptService
 from clinvk.domain.services import Services
 from clinvk.domain.sessions import SessionService
-from clinvk.ports import BackendRunner, Clock, IdGenerator, SessionStore
+from clinvk.ports import BackendRunner, Clock, IdGenerator, ImageFetcher, SessionStore
 
 if TYPE_CHECKING:
     from clinvk.adapters.metrics import Metrics
@@ -31,14 +31,17 @@ def bootstrap(
     ids: IdGenerator | None = None,
     metrics: Metrics | None = None,
     secrets: Sequence[str] = (),
+    images: ImageFetcher | None = None,
 ) -> Services:
     """Build the services; adapters default to the real ones (CLIs, files, system clock).
 
     With `metrics`, every CLI run is also counted there (runs, failures, durations, tokens).
     `secrets` (the server's API keys) never reach a CLI's environment, whatever the name of
-    the variable that holds them.
+    the variable that holds them. `images` downloads http(s) images when
+    `server.fetch_remote_images` is on.
     """
     from clinvk.adapters.backends.runner import SubprocessBackendRunner
+    from clinvk.adapters.image_fetch import UrlImageFetcher
     from clinvk.adapters.logging import LoggedBackendRunner
     from clinvk.adapters.metrics import MeteredBackendRunner
     from clinvk.adapters.sessions.file_store import FileSessionStore
@@ -58,6 +61,7 @@ def bootstrap(
     clock = clock if clock is not None else SystemClock()
     ids = ids if ids is not None else UuidIds()
     default_workdir = config.server.default_workdir or os.getcwd()
+    images = images if images is not None else UrlImageFetcher()
     prompt = PromptService(
         config=config,
         runner=runner,
@@ -65,6 +69,7 @@ def bootstrap(
         clock=clock,
         ids=ids,
         default_workdir=default_workdir,
+        images=images,
     )
     sessions = SessionService(
         store=store, clock=clock, config=config.session,

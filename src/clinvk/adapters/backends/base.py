@@ -8,6 +8,7 @@ from typing import Protocol
 import msgspec
 
 from clinvk.adapters.backends.environment import MINIMAL_ENV
+from clinvk.adapters.backends.run_files import NO_FILES, RunFiles
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import InvalidRequest
 from clinvk.domain.events import StreamEvent
@@ -24,7 +25,10 @@ class Invocation(msgspec.Struct, kw_only=True):
     """One concrete CLI run: argv, stdin and environment additions."""
 
     argv: list[str]
+    #: Prompt bytes sent on stdin from a private file (large prompts).
     stdin: bytes | None = None
+    #: Bytes written to a stdin pipe instead (claude reads stream-json input only from one).
+    input: bytes | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -54,9 +58,16 @@ class CliBackend(Protocol):
     allowed_extra: dict[str, bool]
 
     def invocation(
-        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+        self,
+        spec: RunSpec,
+        config: BackendConfig,
+        command: str,
+        system_prompt_file: str | None,
+        *,
+        files: RunFiles = NO_FILES,
     ) -> Invocation:
-        """Build the argv (without running anything); the system prompt, if any, is in a file."""
+        """Build the argv (without running anything); the system prompt, if any, is in a
+        file, and the run's images and output schema are in `files`."""
         ...
 
     def decoder(self, spec: RunSpec, config: BackendConfig) -> Decoder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from clinvk.adapters.backends.base import (
     prompt_via_stdin,
 )
 from clinvk.adapters.backends.limits import api_error, http_status
+from clinvk.adapters.backends.run_files import NO_FILES, RunFiles
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.errors import BackendFailed, bounded
 from clinvk.domain.events import (
@@ -104,6 +106,9 @@ class _Result(msgspec.Struct, tag="result", tag_field="type"):
     usage: _ApiUsage = msgspec.field(default_factory=_ApiUsage)
     modelUsage: dict[str, Any] = {}
     errors: list[Any] = []
+    #: The answer as the `--json-schema` asked for it (what the model gave its
+    #: StructuredOutput tool).
+    structured_output: Any = None
 
 
 class _RateLimitInfo(msgspec.Struct):
@@ -251,9 +256,12 @@ class ClaudeDecoder:
         model = self._answered or self._model
         if self._answered is None and r is not None and r.modelUsage:
             model = next(iter(r.modelUsage))
+        output = r.result if r is not None and r.result is not None else "".join(self._deltas)
+        if r is not None and r.structured_output is not None:
+            output = msgspec.json.encode(r.structured_output).decode()
         result = RunResult(
             backend="claude",
-            output=(r.result if r is not None and r.result is not None else "".join(self._deltas)),
+            output=output,
             exit_code=exit_code,
             duration_ms=duration_ms,
             usage=self._usage(),
@@ -284,6 +292,24 @@ class ClaudeDecoder:
             "claude", bounded(message), status=status, limit=limit, retry_after=retry_after,
             exit_code=exit_code, result=result,
         )
+
+
+#: `--effort` levels of claude 2.1.197 (low, medium, high, xhigh, max) for the domain's.
+_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high",
+           "xhigh": "xhigh", "max": "max"}
+
+
+def user_message(prompt: str, images: tuple = ()) -> bytes:
+    """One stream-json user turn: the prompt text, then each image as a base64 block."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+    for image in images:
+        content.append({
+            "type": "image",
+            "source": {"type": "base64", "media_type": image.media_type,
+                       "data": base64.b64encode(image.data).decode()},
+        })
+    message = {"type": "user", "message": {"role": "user", "content": content}}
+    return msgspec.json.encode(message) + b"\n"
 
 
 def _text_of(content: Any) -> str:
@@ -332,6 +358,11 @@ class ClaudeBackend:
             argv += ["--system-prompt-file", system_prompt_file]
         if spec.max_turns:
             argv += ["--max-turns", str(spec.max_turns)]
+        if spec.effort:
+            argv += ["--effort", _EFFORT[spec.effort]]
+        if spec.output_schema is not None:
+            # claude answers through a StructuredOutput tool; the result carries it.
+            argv += ["--json-schema", msgspec.json.encode(spec.output_schema).decode()]
         if spec.max_tokens:
             env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(spec.max_tokens)
         if spec.max_retries is not None:
@@ -346,11 +377,22 @@ class ClaudeBackend:
         return argv, env
 
     def invocation(
-        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+        self,
+        spec: RunSpec,
+        config: BackendConfig,
+        command: str,
+        system_prompt_file: str | None,
+        *,
+        files: RunFiles = NO_FILES,
     ) -> Invocation:
         argv, env = self._options(spec, config, command, system_prompt_file)
         inv = Invocation(argv=argv, env=env)
-        if prompt_via_stdin(spec.prompt):
+        if spec.images:
+            # Images travel inside the user turn of claude's stream-json input, which it
+            # reads only from a pipe.
+            argv += ["--input-format", "stream-json"]
+            inv.input = user_message(spec.prompt, spec.images)
+        elif prompt_via_stdin(spec.prompt):
             inv.stdin = spec.prompt.encode("utf-8", "surrogatepass")
         else:
             argv += ["--", spec.prompt]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -19,6 +20,7 @@ from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.hot import HotProcess, HotSessions
 from clinvk.adapters.backends.pool import WarmPool, beside, pool_key
 from clinvk.adapters.backends.process import ProcessGroups, ProcessOutcome, drive, spawn
+from clinvk.adapters.backends.run_files import needs_files, placeholders, run_files
 from clinvk.domain.config import BackendConfig, Config
 from clinvk.domain.errors import (
     BackendFailed,
@@ -156,6 +158,8 @@ class SubprocessBackendRunner:
 
     def _warm(self, backend: CliBackend, spec: RunSpec, cfg, exe: str, sp_file: str | None):
         """(key, invocation) of the warm-start form of this run, or None."""
+        if needs_files(spec):
+            return None  # a run's own files (images, a schema) cannot be in a pooled argv
         make = getattr(backend, "warm_invocation", None)
         inv = make(spec, cfg, exe, sp_file) if make is not None else None
         if inv is None:
@@ -218,8 +222,9 @@ class SubprocessBackendRunner:
         cfg = self._config.backend(spec.backend)
         exe = self.executable(spec.backend) or cfg.command or spec.backend
         sp = "<system-prompt-file>" if spec.system_prompt else None
-        inv = backend.invocation(spec, cfg, exe, sp)
-        return tuple(inv.argv) + (("<prompt on stdin>",) if inv.stdin is not None else ())
+        inv = backend.invocation(spec, cfg, exe, sp, files=placeholders(spec))
+        on_stdin = inv.stdin is not None or inv.input is not None
+        return tuple(inv.argv) + (("<prompt on stdin>",) if on_stdin else ())
 
     async def run(self, spec: RunSpec, on_event: EventSink | None = None) -> RunResult:
         backend = self._backend(spec.backend)
@@ -230,8 +235,11 @@ class SubprocessBackendRunner:
             raise BackendUnavailable(spec.backend, found.problem or "not found")
         sp_file = _write_temp(spec.system_prompt, ".md") if spec.system_prompt else None
         stdin_file: str | None = None
+        files = contextlib.ExitStack()
         try:
-            inv = backend.invocation(spec, cfg, exe, sp_file)
+            inv = backend.invocation(
+                spec, cfg, exe, sp_file, files=files.enter_context(run_files(spec))
+            )
             if inv.stdin is not None:
                 stdin_file = _write_temp(inv.stdin, ".txt")
             decoder = backend.decoder(spec, cfg)
@@ -289,10 +297,12 @@ class SubprocessBackendRunner:
                     )
                     feed = backend.warm_input(spec.prompt)  # type: ignore[attr-defined]
                 else:
+                    piped = inv.input is not None
                     cli = await spawn(
-                        inv.argv, cwd=spec.workdir, env=env, stdin=stdin_file, label=spec.backend
+                        inv.argv, cwd=spec.workdir, env=env, stdin=piped or stdin_file,
+                        label=spec.backend,
                     )
-                    feed = None
+                    feed = inv.input
             except OSError as exc:
                 raise BackendUnavailable(spec.backend, f"cannot start {exe}: {exc.strerror}") from exc
             keep = False
@@ -348,6 +358,7 @@ class SubprocessBackendRunner:
                 if keep and hot is not None:
                     await hot.end()  # the turn failed: never keep a process after an error
         finally:
+            files.close()  # the run's private folder, on success, failure or cancel
             for path in (sp_file, stdin_file):
                 if path:
                     os.unlink(path)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from clinvk.domain.models import ApprovalMode, PositiveInt, SandboxMode
+from clinvk.domain.models import ApprovalMode, Effort, PositiveInt, SandboxMode
 
 
 class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -27,3 +27,6 @@ class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: `backend` or `backend/model` entries tried in order when the run fails retryably
     #: before any text was sent.
     fallback: list[str] = msgspec.field(default_factory=list)
+    #: Reasoning effort, over the dialect's own field (`reasoning_effort`,
+    #: `output_config.effort`); each CLI maps it onto its own knob.
+    effort: Effort | None = None

@@ -11,6 +11,7 @@ import msgspec
 from clinvk.domain import errors as e
 
 _STATUS: list[tuple[type[e.ClinvkError], int]] = [
+    (e.TooLarge, 413),
     (e.InvalidRequest, 400),
     (e.WorkdirForbidden, 403),
     (e.SessionNotFound, 404),

@@ -138,7 +138,8 @@ class AnthropicApi:
 
     async def count_tokens(self, request: Request) -> Response:
         body = decode_count_tokens_request(await request.body())
-        return _json(AnthropicTokenCount(input_tokens=translate.estimate_input_tokens(body)))
+        tokens = translate.estimate_input_tokens(body, self.services.config)
+        return _json(AnthropicTokenCount(input_tokens=tokens))
 
     # -- models -----------------------------------------------------------------------
 

@@ -2,10 +2,11 @@
 
 The CLIs take text, so each block becomes readable text in the conversation: a tool call
 made by an earlier turn as `Tool call NAME (id ID) with input: {...}`, its result as
-`Tool result for ID: ...`, a text document as its text. Thinking blocks carry nothing for
-the CLI and are dropped; block types clinvk has never heard of give their text (or
-content) if they have any and are otherwise dropped, as the API adds types faster than a
-gateway can learn them. Only what cannot become text (an image, a PDF) is refused.
+`Tool result for ID: ...`, a text document as its text, an image as `[image N]` (the
+image itself goes to the CLI beside the prompt, see `http/images.py`). Thinking blocks carry
+nothing for the CLI and are dropped; block types clinvk has never heard of give their text
+(or content) if they have any and are otherwise dropped, as the API adds types faster than
+a gateway can learn them. Only what cannot become text or an image (a PDF) is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from clinvk.adapters.http.anthropic.schemas import (
     AnthropicBlockParam,
     AnthropicSourceParam,
 )
+from clinvk.adapters.http.images import ImageSlots
 from clinvk.domain.chat import tool_call_text, tool_result_text
 from clinvk.domain.errors import InvalidRequest
 
@@ -41,14 +43,30 @@ def _refuse(where: str, what: str) -> InvalidRequest:
     )
 
 
-def _text(block: AnthropicBlockParam, where: str) -> str | None:
+Render = Callable[[AnthropicBlockParam, str, ImageSlots | None], str | None]
+
+
+def _text(block: AnthropicBlockParam, where: str, slots: ImageSlots | None) -> str | None:
     if block.text is None:
         raise InvalidRequest(f"{where}.text: Field required", field=f"{where}.text")
     return block.text
 
 
-def _image(block: AnthropicBlockParam, where: str) -> str | None:
-    raise _refuse(where, "image blocks")
+def _image(block: AnthropicBlockParam, where: str, slots: ImageSlots | None) -> str | None:
+    source = block.source
+    if slots is None:
+        raise _refuse(where, "image blocks here")
+    if not isinstance(source, AnthropicSourceParam):
+        raise InvalidRequest(f"{where}.source: Field required", field=f"{where}.source")
+    if source.type == "base64":
+        return slots.base64(source.media_type, source.data, f"{where}.source")
+    if source.type == "url" and source.url:
+        return slots.url(source.url, f"{where}.source.url")
+    raise InvalidRequest(
+        f"{where}.source: image sources of type {source.type!r} are not supported; send "
+        "base64 data (or a URL)",
+        field=f"{where}.source",
+    )
 
 
 def _decoded_text(source: AnthropicSourceParam) -> str | None:
@@ -61,14 +79,14 @@ def _decoded_text(source: AnthropicSourceParam) -> str | None:
         return None
 
 
-def _document(block: AnthropicBlockParam, where: str) -> str | None:
+def _document(block: AnthropicBlockParam, where: str, slots: ImageSlots | None) -> str | None:
     source = block.source
     if not isinstance(source, AnthropicSourceParam):
         raise InvalidRequest(f"{where}.source: Field required", field=f"{where}.source")
     if source.type == "text":
         body = source.data or ""
     elif source.type == "content":
-        body = content_text(source.content, f"{where}.source.content")
+        body = content_text(source.content, f"{where}.source.content", slots)
     elif source.type == "url" and source.url:
         body = f"(to be read at {source.url})"
     else:
@@ -83,12 +101,14 @@ def _document(block: AnthropicBlockParam, where: str) -> str | None:
     return "\n".join([*lines, body])
 
 
-def _search_result(block: AnthropicBlockParam, where: str) -> str | None:
+def _search_result(block: AnthropicBlockParam, where: str, slots: ImageSlots | None) -> str | None:
     head = " ".join(x for x in ("Search result:", block.title, _source_url(block)) if x)
-    return f"{head}\n{content_text(block.content, f'{where}.content')}"
+    return f"{head}\n{content_text(block.content, f'{where}.content', slots)}"
 
 
-def _web_search_result(block: AnthropicBlockParam, where: str) -> str | None:
+def _web_search_result(
+    block: AnthropicBlockParam, where: str, slots: ImageSlots | None
+) -> str | None:
     return " ".join(x for x in ("Web search result:", block.title, block.url) if x)
 
 
@@ -96,31 +116,31 @@ def _source_url(block: AnthropicBlockParam) -> str | None:
     return f"<{block.source}>" if isinstance(block.source, str) and block.source else None
 
 
-def _tool_use(block: AnthropicBlockParam, where: str) -> str | None:
+def _tool_use(block: AnthropicBlockParam, where: str, slots: ImageSlots | None) -> str | None:
     name = block.name or block.type
     if block.server_name:
         name = f"{block.server_name}.{name}"
     return tool_call_text(name, block.id, _encode(block.input).decode())
 
 
-def _tool_result(block: AnthropicBlockParam, where: str) -> str | None:
-    text = content_text(block.content, f"{where}.content")
+def _tool_result(block: AnthropicBlockParam, where: str, slots: ImageSlots | None) -> str | None:
+    text = content_text(block.content, f"{where}.content", slots)
     return tool_result_text(block.tool_use_id, text, is_error=bool(block.is_error))
 
 
-def _other(block: AnthropicBlockParam, where: str) -> str | None:
+def _other(block: AnthropicBlockParam, where: str, slots: ImageSlots | None) -> str | None:
     if block.type.endswith("_tool_use"):
-        return _tool_use(block, where)
+        return _tool_use(block, where, slots)
     if block.type.endswith("_tool_result"):
-        return _tool_result(block, where)
+        return _tool_result(block, where, slots)
     if block.text is not None:
         return block.text
     if block.content is not None:
-        return content_text(block.content, f"{where}.content") or None
+        return content_text(block.content, f"{where}.content", slots) or None
     return None
 
 
-_RENDER: dict[str, Callable[[AnthropicBlockParam, str], str | None]] = {
+_RENDER: dict[str, Render] = {
     "text": _text,
     "image": _image,
     "document": _document,
@@ -131,15 +151,20 @@ _RENDER: dict[str, Callable[[AnthropicBlockParam, str], str | None]] = {
 }
 
 
-def block_text(block: AnthropicBlockParam, where: str) -> str | None:
-    """The text one block carries (None: nothing), or InvalidRequest naming `where`."""
+def block_text(
+    block: AnthropicBlockParam, where: str, slots: ImageSlots | None = None
+) -> str | None:
+    """The text one block carries (None: nothing), or InvalidRequest naming `where`; an
+    image takes a slot in `slots` (without slots, an image is refused)."""
     if block.type in DROPPED:
         return None
-    return _RENDER.get(block.type, _other)(block, where)
+    return _RENDER.get(block.type, _other)(block, where, slots)
 
 
 def content_text(
-    content: str | list[AnthropicBlockParam] | dict | None, where: str
+    content: str | list[AnthropicBlockParam] | dict | None,
+    where: str,
+    slots: ImageSlots | None = None,
 ) -> str:
     """The text of a content field: a string, blocks (joined with a newline), or an
     object some server tool returned (as JSON)."""
@@ -149,7 +174,7 @@ def content_text(
         return content
     if isinstance(content, dict):
         return _encode(content).decode()
-    texts = (block_text(block, f"{where}.{j}") for j, block in enumerate(content))
+    texts = (block_text(block, f"{where}.{j}", slots) for j, block in enumerate(content))
     return BLOCK_SEPARATOR.join(t for t in texts if t)
 
 

@@ -14,14 +14,17 @@ from clinvk.adapters.http.anthropic.schemas import (
     AnthropicMessage,
     AnthropicMessageParam,
     AnthropicMessagesRequest,
+    AnthropicOutputConfig,
     AnthropicTextBlock,
+    AnthropicThinking,
     AnthropicUsage,
     ClinvkOptions,
 )
+from clinvk.adapters.http.images import ImageSlots
 from clinvk.domain.chat import Turn, new_turns, render_conversation, route_model
 from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
-from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
+from clinvk.domain.models import Effort, PromptRequest, StopReason, TokenUsage
 
 _encode = msgspec.json.Encoder().encode
 
@@ -36,6 +39,15 @@ _STOP_REASONS: dict[StopReason, str] = {
 #: Characters per token of the count_tokens estimate (the usual rule of thumb for
 #: English text and code with Claude's tokenizers).
 CHARS_PER_TOKEN = 4
+#: Tokens count_tokens adds per image: Anthropic's formula (width x height / 750) for the
+#: largest image it takes without resizing (about 1.15 megapixels).
+TOKENS_PER_IMAGE = 1600
+
+#: `output_config.effort` values -> the domain's effort.
+_EFFORTS: dict[str, Effort] = {
+    "minimal": "minimal", "low": "low", "medium": "medium", "high": "high",
+    "xhigh": "xhigh", "max": "max",
+}
 
 
 def message_id() -> str:
@@ -51,7 +63,9 @@ def system_prompt(system: str | list[AnthropicBlockParam] | None) -> str | None:
     return text or None
 
 
-def conversation(messages: list[AnthropicMessageParam]) -> list[Turn]:
+def conversation(
+    messages: list[AnthropicMessageParam], slots: ImageSlots | None = None
+) -> list[Turn]:
     """The messages reduced to text turns, system turns kept in place.
 
     Assistant and system turns left without text (only thinking) are dropped; a user turn
@@ -61,7 +75,7 @@ def conversation(messages: list[AnthropicMessageParam]) -> list[Turn]:
         raise InvalidRequest("messages: at least one message is required", field="messages")
     turns = []
     for i, message in enumerate(messages):
-        text = content_text(message.content, f"messages.{i}.content")
+        text = content_text(message.content, f"messages.{i}.content", slots)
         if not text.strip():
             if message.role != "user":
                 continue
@@ -73,10 +87,12 @@ def conversation(messages: list[AnthropicMessageParam]) -> list[Turn]:
     return turns
 
 
-def prompt_text(body: AnthropicMessagesRequest, options: ClinvkOptions) -> str:
+def prompt_text(
+    body: AnthropicMessagesRequest, options: ClinvkOptions, slots: ImageSlots | None = None
+) -> str:
     """The prompt for the CLI: the whole conversation, or only the new user turn(s) when a
     clinvk session already holds the earlier ones (as in the OpenAI dialect)."""
-    turns = conversation(body.messages)
+    turns = conversation(body.messages, slots)
     if options.session_id:
         turns = new_turns(turns)
         replies_to = [t.role for t in turns if t.role != "system"]
@@ -89,14 +105,53 @@ def prompt_text(body: AnthropicMessagesRequest, options: ClinvkOptions) -> str:
     return render_conversation(turns)
 
 
-def estimate_input_tokens(body: AnthropicCountTokensRequest) -> int:
+def estimate_input_tokens(body: AnthropicCountTokensRequest, config: Config) -> int:
     """count_tokens' estimate: characters / 4 (rounded up) over the rendered prompt, the
     system prompt and the tools' JSON, the text a CLI would be given plus the schemas a
-    real model would read."""
+    real model would read, and TOKENS_PER_IMAGE per image."""
     system = system_prompt(body.system) or ""
     tools = _encode(body.tools).decode() if body.tools else ""
-    chars = len(render_conversation(conversation(body.messages))) + len(system) + len(tools)
-    return max(1, -(-chars // CHARS_PER_TOKEN))
+    slots = ImageSlots(config.server)
+    prompt, images = slots.finish(render_conversation(conversation(body.messages, slots)))
+    chars = len(prompt) + len(system) + len(tools)
+    return max(1, -(-chars // CHARS_PER_TOKEN)) + TOKENS_PER_IMAGE * len(images)
+
+
+def effort(
+    output_config: AnthropicOutputConfig | None, thinking: AnthropicThinking | None
+) -> Effort | None:
+    """The reasoning effort a request asks for: `output_config.effort`, else one read
+    from `thinking` (a budget's size; disabled = minimal; adaptive = the CLI's default)."""
+    if output_config is not None and output_config.effort is not None:
+        level = _EFFORTS.get(output_config.effort)
+        if level is None:
+            raise InvalidRequest(
+                f"output_config.effort: Input should be one of {', '.join(_EFFORTS)}",
+                field="output_config.effort",
+            )
+        return level
+    if thinking is None:
+        return None
+    if thinking.type == "disabled":
+        return "minimal"
+    if thinking.type == "enabled" and thinking.budget_tokens:
+        budget = thinking.budget_tokens
+        return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+    return None
+
+
+def output_schema(output_config: AnthropicOutputConfig | None) -> dict | None:
+    """The JSON Schema of `output_config.format` (`{"type": "json_schema", "schema": ...}`)."""
+    fmt = output_config.format if output_config is not None else None
+    if not fmt:
+        return None
+    schema = fmt.get("schema")
+    if fmt.get("type") != "json_schema" or not isinstance(schema, dict):
+        raise InvalidRequest(
+            'output_config.format: send {"type": "json_schema", "schema": {...}}',
+            field="output_config.format",
+        )
+    return schema
 
 
 def to_prompt_request(
@@ -106,10 +161,15 @@ def to_prompt_request(
     options = body.clinvk or ClinvkOptions()
     route = route_model(body.model, config, backends)
     metadata = dict(body.metadata) if body.metadata else {}
+    slots = ImageSlots(config.server)
+    prompt, images = slots.finish(prompt_text(body, options, slots))
     return PromptRequest(
         backend=route.backend,
         model=route.model,
-        prompt=prompt_text(body, options),
+        prompt=prompt,
+        images=images,
+        effort=options.effort or effort(body.output_config, body.thinking),
+        output_schema=output_schema(body.output_config),
         system_prompt=system_prompt(body.system),
         max_tokens=body.max_tokens,
         max_turns=options.max_turns,

@@ -44,11 +44,21 @@ class OpenAIFilePart(_Part, tag="file"):
     file: OpenAIFileRef
 
 
-# Parts clinvk cannot pass to a CLI; decoded only so the error can name them.
+class OpenAIImageUrl(msgspec.Struct, frozen=True, kw_only=True):
+    """An `image_url` part's image: a `data:` URL, or an http(s) URL (fetched only when
+    `server.fetch_remote_images` is on)."""
+
+    url: str
+    detail: str | None = None
+
+
 class OpenAIImagePart(_Part, tag="image_url"):
-    pass
+    """An image, passed to the CLI as an image (the older string form is taken too)."""
+
+    image_url: OpenAIImageUrl | str
 
 
+# A part clinvk cannot pass to a CLI; decoded only so the error can name it.
 class OpenAIAudioPart(_Part, tag="input_audio"):
     pass
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
+from clinvk.adapters.http.images import ImageSlots
 from clinvk.adapters.http.openai.schemas import (
     FinishReason,
     OpenAIAssistantMessage,
@@ -24,6 +25,7 @@ from clinvk.adapters.http.openai.schemas import (
     OpenAIToolCall,
     OpenAIToolMessage,
     OpenAIUsage,
+    OpenAIUserMessage,
 )
 from clinvk.domain.chat import (
     Turn,
@@ -35,12 +37,23 @@ from clinvk.domain.chat import (
 )
 from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
-from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
+from clinvk.domain.models import Effort, PromptRequest, StopReason, TokenUsage
 
 #: Separator between the text parts of one message (parts read like paragraphs).
 PART_SEPARATOR = "\n"
 #: Separator between system/developer messages in the system prompt.
 SYSTEM_SEPARATOR = "\n\n"
+#: What `response_format: {"type": "json_object"}` adds to the system prompt (no CLI has
+#: a JSON mode of its own).
+JSON_OBJECT_INSTRUCTION = (
+    "Answer with a single valid JSON object and nothing else: no prose, no code fences."
+)
+
+#: `reasoning_effort` values -> the domain's effort (`none` is the least there is).
+EFFORTS: dict[str, Effort] = {
+    "none": "minimal", "minimal": "minimal", "low": "low", "medium": "medium",
+    "high": "high", "xhigh": "xhigh", "max": "max",
+}
 
 _FINISH: dict[StopReason, FinishReason] = {
     "end": "stop",
@@ -74,8 +87,11 @@ def file_text(part: OpenAIFilePart, param: str) -> str:
     return f"File {name}:\n{text}"
 
 
-def content_text(content: OpenAIContent | None, where: str) -> str:
-    """The text of a message's content; a part clinvk cannot carry is a 400 naming it."""
+def content_text(
+    content: OpenAIContent | None, where: str, slots: ImageSlots | None = None
+) -> str:
+    """The text of a message's content; an image takes a slot in `slots` (user messages);
+    a part clinvk cannot carry is a 400 naming it."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -90,8 +106,12 @@ def content_text(content: OpenAIContent | None, where: str) -> str:
         elif isinstance(part, OpenAIFilePart):
             texts.append(file_text(part, param))
         elif isinstance(part, OpenAIImagePart):
-            raise _refuse(param, "an image part ('image_url')",
-                          "the CLIs behind clinvk take text only")
+            if slots is None:
+                raise _refuse(param, "an image part ('image_url') outside a user message",
+                              "only user messages carry images to the CLIs")
+            image = part.image_url
+            url = image if isinstance(image, str) else image.url
+            texts.append(slots.url(url, f"{param}.image_url"))
         else:
             assert isinstance(part, OpenAIAudioPart)
             raise _refuse(param, "an audio part ('input_audio')",
@@ -107,9 +127,11 @@ def _call_text(call: OpenAIToolCall) -> str:
     return tool_call_text(call.type, call.id, "")
 
 
-def message_text(message: OpenAIMessage, where: str) -> str:
-    """All the text one message carries; tool calls and results as readable lines."""
-    text = content_text(message.content, where)
+def message_text(message: OpenAIMessage, where: str, slots: ImageSlots | None = None) -> str:
+    """All the text one message carries; tool calls and results as readable lines; images
+    (in user messages) take slots in `slots`."""
+    user = isinstance(message, OpenAIUserMessage)
+    text = content_text(message.content, where, slots if user else None)
     if isinstance(message, OpenAIAssistantMessage):
         if not text and message.refusal:
             text = message.refusal
@@ -125,13 +147,15 @@ def message_text(message: OpenAIMessage, where: str) -> str:
     return text
 
 
-def split_messages(messages: list[OpenAIMessage]) -> tuple[str | None, list[Turn]]:
+def split_messages(
+    messages: list[OpenAIMessage], slots: ImageSlots | None = None
+) -> tuple[str | None, list[Turn]]:
     """The system prompt (system and developer messages, in order) and the other turns
     (a deprecated `function` result is a `tool` turn)."""
     system: list[str] = []
     turns: list[Turn] = []
     for i, message in enumerate(messages):
-        text = message_text(message, f"messages[{i}]")
+        text = message_text(message, f"messages[{i}]", slots)
         if isinstance(message, (OpenAISystemMessage, OpenAIDeveloperMessage)):
             system.append(text)
         elif isinstance(message, OpenAIFunctionMessage):
@@ -156,13 +180,54 @@ def _refuse_unsupported(body: OpenAIChatRequest) -> None:
         raise InvalidRequest("model must not contain a NUL character", field="model")
 
 
+def effort(value: str | None, param: str = "reasoning_effort") -> Effort | None:
+    """The domain's effort for an OpenAI reasoning effort; an unknown level is a 400."""
+    if value is None:
+        return None
+    level = EFFORTS.get(value)
+    if level is None:
+        raise InvalidRequest(
+            f"Invalid value for '{param}': {value!r}; supported values are "
+            + ", ".join(repr(v) for v in EFFORTS),
+            field=param,
+        )
+    return level
+
+
+def response_format(value: dict | None, param: str = "response_format") -> tuple[dict | None, bool]:
+    """(the JSON Schema of a `json_schema` format, whether `json_object` asks for JSON)."""
+    kind = (value or {}).get("type", "text")
+    if kind == "text":
+        return None, False
+    if kind == "json_object":
+        return None, True
+    spec = (value or {}).get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if kind == "json_schema" and isinstance(schema, dict):
+        return schema, False
+    raise InvalidRequest(
+        f"Invalid '{param}': expected type 'text', 'json_object', or 'json_schema' with "
+        "json_schema.schema an object",
+        field=param,
+    )
+
+
+def with_instruction(system_prompt: str | None, instruction: str) -> str:
+    """The system prompt with one more instruction at its end."""
+    return SYSTEM_SEPARATOR.join(x for x in (system_prompt, instruction) if x)
+
+
 def to_prompt_request(
     body: OpenAIChatRequest, *, config: Config, backends: list[str]
 ) -> PromptRequest:
     """Translate a chat completion request into the domain's PromptRequest."""
     _refuse_unsupported(body)
     route = route_model(body.model, config, backends)
-    system_prompt, turns = split_messages(body.messages)
+    slots = ImageSlots(config.server)
+    system_prompt, turns = split_messages(body.messages, slots)
+    schema, json_object = response_format(body.response_format)
+    if json_object:
+        system_prompt = with_instruction(system_prompt, JSON_OBJECT_INSTRUCTION)
     options = body.clinvk
     session_id = options.session_id if options else None
     if session_id:
@@ -173,13 +238,16 @@ def to_prompt_request(
                 "(the session already holds the earlier turns)",
                 field="messages",
             )
-    prompt = render_conversation(turns)
+    prompt, images = slots.finish(render_conversation(turns))
     if not prompt.strip():
         raise InvalidRequest("messages carry no text to send", field="messages")
     return PromptRequest(
         backend=route.backend,
         model=route.model,
         prompt=prompt,
+        images=images,
+        effort=(options.effort if options else None) or effort(body.reasoning_effort),
+        output_schema=schema,
         system_prompt=system_prompt,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         metadata=dict(body.metadata or {}),
