@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from clinvk.adapters.sessions import file_store
 from clinvk.adapters.sessions.file_store import FileSessionStore
-from clinvk.domain.errors import SessionNotFound
+from clinvk.domain.errors import SessionNotFound, SessionStoreUnavailable
 from clinvk.domain.models import Session, SessionQuery, TokenUsage
 
 
@@ -88,8 +88,9 @@ async def test_failed_write_keeps_old_file(
         raise OSError("disk on fire")
 
     monkeypatch.setattr(file_store.os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="disk on fire"):
+    with pytest.raises(SessionStoreUnavailable) as caught:
         await store.update("s1", bump)
+    assert "disk on fire" in str(caught.value.__cause__)
     monkeypatch.undo()
     assert (store.directory / "s1.json").read_bytes() == before
     assert sorted(os.listdir(store.directory)) == [".lock", "s1.json"]

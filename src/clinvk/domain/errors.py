@@ -7,6 +7,8 @@
      ├── WorkdirForbidden        workdir outside the allowed prefixes / inside a blocked one
      ├── SessionNotFound         no session with that id
      ├── SessionBusy             another request is using the session right now
+     ├── SessionStoreUnavailable the session store cannot be written or read (disk full,
+     │                           read-only, permissions)
      ├── Overloaded              admission control refused the run (queue full or wait ran out)
      ├── BackendUnavailable      the backend's command is not installed / not enabled
      ├── BackendFailed           the CLI ran and reported a failure (carries its own message)
@@ -97,6 +99,17 @@ class SessionBusy(ClinvkError):
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {session_id!r} is busy with another request")
         self.session_id = session_id
+
+
+class SessionStoreUnavailable(ClinvkError):
+    """The session store failed (disk full, read-only file system, permissions); the
+    message names the cause. Nothing was half-written: the stored sessions are intact."""
+
+    code = "session_store_unavailable"
+
+    def __init__(self, action: str, cause: str) -> None:
+        super().__init__(f"the session store cannot {action}: {cause}")
+        self.cause = cause
 
 
 class Overloaded(ClinvkError):

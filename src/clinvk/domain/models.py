@@ -114,6 +114,9 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     idle_timeout_secs: float | None = None
     #: The CLI's retry budget for failed model-API calls; None = the CLI's default.
     max_retries: int | None = None
+    #: The clinvk session this run is a turn of (recorded with the live run, so a server
+    #: restarted after a crash can mark it interrupted).
+    session_id: str | None = None
     #: Images to attach, fetched already (each has data and a media type).
     images: tuple[ImageInput, ...] = ()
     effort: Effort | None = None
@@ -164,6 +167,9 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     model: str | None = None
     initial_prompt: str = ""
     status: SessionStatus = "active"
+    #: Why the session is in `error` when no turn said so itself (a run the server's crash
+    #: interrupted); cleared by the next successful turn.
+    error: str | None = None
     turn_count: int = 0
     token_usage: TokenUsage = TokenUsage()
     tags: list[str] = msgspec.field(default_factory=list)

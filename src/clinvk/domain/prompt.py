@@ -340,6 +340,7 @@ class PromptService:
         self, spec: RunSpec, session: Session | None, on_event: EventSink | None
     ) -> PromptResult:
         session_id = session.id if session else None
+        spec = msgspec.structs.replace(spec, session_id=session_id)
 
         async def relay(event: StreamEvent) -> None:
             if isinstance(event, Init):
@@ -412,6 +413,7 @@ class PromptService:
                 backend=run.backend if run is not None and not failed else current.backend,
                 last_used=now,
                 status="error" if failed else "active",
+                error=current.error if failed else None,
                 turn_count=current.turn_count + (1 if run is not None and not failed else 0),
                 token_usage=current.token_usage + usage if keep_usage else current.token_usage,
                 backend_session_id=(run.backend_session_id if run else None)

@@ -81,6 +81,17 @@ class SessionService:
         cutoff = self._clock.now() - timedelta(days=self._config.retention_days)
         return await self._store.purge(cutoff)
 
+    async def mark_interrupted(self, session_id: str, reason: str) -> bool:
+        """Mark a session whose run was cut off (the server died) as `error` with `reason`;
+        False when the session no longer exists."""
+        try:
+            await self._store.update(
+                session_id, lambda s: replace(s, status="error", error=reason)
+            )
+        except SessionNotFound:
+            return False
+        return True
+
     async def count(self) -> int:
         """How many sessions are stored (raises when the store is unavailable)."""
         return await self._store.count()

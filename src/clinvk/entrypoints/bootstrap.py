@@ -40,6 +40,7 @@ def bootstrap(
     the variable that holds them. `images` downloads http(s) images when
     `server.fetch_remote_images` is on.
     """
+    from clinvk.adapters.backends.registry import RunRegistry
     from clinvk.adapters.backends.runner import SubprocessBackendRunner
     from clinvk.adapters.image_fetch import UrlImageFetcher
     from clinvk.adapters.logging import LoggedBackendRunner
@@ -52,7 +53,10 @@ def bootstrap(
 
         config = load_config()
     home = config.home or os.path.expanduser("~/.clinvk")
-    runner = runner if runner is not None else SubprocessBackendRunner(config, secrets=secrets)
+    if runner is None:
+        # The live-run registry sits next to the session store, for the next server to reap.
+        runs = RunRegistry(os.path.join(home, "runs"))
+        runner = SubprocessBackendRunner(config, secrets=secrets, runs=runs)
     runner = LoggedBackendRunner(runner)
     if metrics is not None:
         runner = MeteredBackendRunner(runner, metrics)

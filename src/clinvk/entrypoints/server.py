@@ -18,6 +18,7 @@ from clinvk.domain.errors import ClinvkError
 from clinvk.domain.models import PromptRequest, RunSpec
 from clinvk.domain.services import Services
 from clinvk.entrypoints.bootstrap import bootstrap
+from clinvk.entrypoints.recovery import reap_interrupted_runs
 from clinvk.entrypoints.mcp import mcp_routes
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
     report = backend_reporter(get_logger("clinvk.backends"))
 
     async def startup() -> None:
+        # Before anything starts a CLI: what a crashed predecessor left running ends now.
+        await reap_interrupted_runs(services, get_logger("clinvk.server"))
         await services.sessions.purge_expired()
         probe_versions = getattr(runner, "probe_versions", None)
         if probe_versions is not None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
 import msgspec
 from anyio.abc import Process
+
+from clinvk.adapters.backends.registry import RunRegistry
 
 #: Bytes of stderr kept (the tail): enough for a CLI's error message, bounded for chatty ones.
 STDERR_TAIL_BYTES = 16 * 1024
@@ -25,6 +29,8 @@ _CHUNK = 64 * 1024
 #: the rest of its output when that line does not fit in the pipe (it exits 0 silently).
 STDOUT_PIPE_BYTES = 8 * 1024 * 1024
 _F_SETPIPE_SZ = 1031
+#: The run supervisor (see supervise.py), run as a script so it starts in milliseconds.
+SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervise.py")
 
 LineHandler = Callable[[bytes], Awaitable[None]]
 
@@ -39,16 +45,30 @@ class ProcessOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ProcessGroups:
-    """Live CLI process groups, so shutdown can terminate whatever is still running."""
+    """Live CLI process groups, so shutdown can terminate whatever is still running.
 
-    def __init__(self) -> None:
+    With a `registry`, every group is also written down while it lives, so the next server
+    can end it should this one die without its shutdown (see registry.py).
+    """
+
+    def __init__(self, registry: RunRegistry | None = None) -> None:
         self._pids: dict[int, str] = {}
+        self.registry = registry
 
-    def add(self, pid: int, backend: str) -> None:
+    def add(
+        self, pid: int, backend: str, *, cli_pid: int = 0, session_id: str | None = None
+    ) -> None:
         self._pids[pid] = backend
+        if self.registry is not None:
+            try:
+                self.registry.record(pid, cli_pid or pid, backend, session_id)
+            except OSError:
+                pass  # a full or read-only disk: the supervisor still ends it with us
 
     def discard(self, pid: int) -> None:
         self._pids.pop(pid, None)
+        if self.registry is not None:
+            self.registry.forget(pid)
 
     def count(self, backend: str | None = None) -> int:
         """How many groups are live (for one backend, or all)."""
@@ -58,6 +78,9 @@ class ProcessGroups:
         """SIGKILL every live group (last resort at shutdown)."""
         for pid in list(self._pids):
             _signal_group(pid, signal.SIGKILL)
+            self.discard(pid)
+        if self.registry is not None:
+            self.registry.close()
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -122,12 +145,17 @@ def _pgid(pid: int) -> int | None:
 
 
 class CliProcess:
-    """A started CLI process whose output nobody reads yet (see `drive`)."""
+    """A started CLI process whose output nobody reads yet (see `drive`).
 
-    def __init__(self, process: Process, out_read: int, label: str) -> None:
+    `process` is the run's supervisor, which leads the process group (its pid is the group
+    id) and exits the way the CLI does; `cli_pid` is the CLI itself.
+    """
+
+    def __init__(self, process: Process, out_read: int, label: str, cli_pid: int = 0) -> None:
         self.process = process
         self.out_read = out_read
         self.label = label
+        self.cli_pid = cli_pid or process.pid
 
     @property
     def alive(self) -> bool:
@@ -144,12 +172,14 @@ class CliProcess:
 async def spawn(
     argv: list[str], *, cwd: str, env: dict[str, str], stdin: str | None | bool, label: str = ""
 ) -> CliProcess:
-    """Start argv in its own process group, with stdout on a large non-blocking pipe.
+    """Start argv under its run supervisor in a new process group, with stdout on a large
+    non-blocking pipe; return once the CLI was exec'd.
 
     `stdin`: a file path to read stdin from (a regular file, because gemini drops a large
     prompt arriving through a pipe); True for a pipe the caller writes later (warm
     processes); None for /dev/null (codex blocks on an open stdin, claude waits 3 s).
-    Raises OSError when the command cannot be started.
+    Raises OSError when the command cannot be started (its `filename` is `cwd` when the
+    working directory is missing, else the command).
     """
     stdin_file = open(stdin, "rb") if isinstance(stdin, str) else None  # noqa: SIM115
     if stdin_file is not None:
@@ -157,24 +187,83 @@ async def spawn(
     else:
         stdin_arg = subprocess.PIPE if stdin is True else subprocess.DEVNULL
     out_read, out_write = _stdout_pipe()
+    status_read, status_write = os.pipe()
+    lifeline = _lifeline()
+    supervised = [
+        sys.executable, "-I", "-S", SUPERVISOR,
+        str(status_write), str(lifeline), str(os.getpid()), "--", *argv,
+    ]
     try:
-        process = await anyio.open_process(
-            argv,
-            stdin=stdin_arg,
-            stdout=out_write,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
+        try:
+            process = await anyio.open_process(
+                supervised,
+                stdin=stdin_arg,
+                stdout=out_write,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=(status_write, lifeline),
+            )
+        finally:
+            os.close(out_write)  # the child holds its own copy; EOF comes when it exits
+            os.close(status_write)
+            if stdin_file is not None:
+                stdin_file.close()
+        try:
+            cli_pid = await _handshake(process, status_read, argv[0])
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _terminate(process)
+                await process.aclose()
+            raise
     except BaseException:
         os.close(out_read)
         raise
     finally:
-        os.close(out_write)  # the child holds its own copy; EOF comes when it exits
-        if stdin_file is not None:
-            stdin_file.close()
-    return CliProcess(process, out_read, label)
+        os.close(status_read)
+    return CliProcess(process, out_read, label, cli_pid)
+
+
+async def _handshake(process: Process, status: int, command: str) -> int:
+    """Wait for the supervisor's report: the CLI's pid, or the exec error as OSError."""
+    os.set_blocking(status, False)
+    data = b""
+    while not data.endswith(b"\n"):
+        try:
+            chunk = os.read(status, 256)
+        except BlockingIOError:
+            await anyio.wait_readable(status)
+            continue
+        if not chunk:
+            break
+        data += chunk
+    word, _, value = data.decode("ascii", "replace").strip().partition(" ")
+    if word == "ok" and value.isdigit():
+        return int(value)
+    code = await process.wait()
+    number = int(value) if word == "err" and value.isdigit() else errno.ECHILD
+    if word != "err":
+        stderr = b""
+        if process.stderr is not None:
+            with anyio.move_on_after(1):
+                stderr = await process.stderr.receive()
+        reason = f"the run supervisor exited with {code}: {stderr.decode(errors='replace')}"
+        raise OSError(number, reason.strip(), command)
+    raise OSError(number, os.strerror(number), command)
+
+
+_lifeline_fds: tuple[int, int, int] | None = None
+
+
+def _lifeline() -> int:
+    """The read end of this process's lifeline pipe (created once; the write end is never
+    inherited, so supervisors read EOF exactly when the server process is gone)."""
+    global _lifeline_fds
+    if _lifeline_fds is None or _lifeline_fds[0] != os.getpid():
+        read, write = os.pipe()
+        _lifeline_fds = (os.getpid(), read, write)
+    return _lifeline_fds[1]
 
 
 async def drive(
@@ -186,13 +275,14 @@ async def drive(
     groups: ProcessGroups | None = None,
     input: bytes | None = None,
     on_stderr_line: LineHandler | None = None,
+    session_id: str | None = None,
 ) -> ProcessOutcome:
     """Feed `input` (if any) to stdin, call `on_line` for each stdout line (and
     `on_stderr_line` for each stderr line) as it arrives, and wait for the exit; terminate
     the whole group at the deadline, on idle timeout or on cancellation, whatever happens."""
     process, out_read = cli.process, cli.out_read
     if groups is not None:
-        groups.add(process.pid, cli.label)
+        groups.add(process.pid, cli.label, cli_pid=cli.cli_pid, session_id=session_id)
     tail: deque[bytes] = deque()
     tail_size = 0
     timed_out: str | None = None

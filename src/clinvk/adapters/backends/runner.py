@@ -16,10 +16,12 @@ from clinvk.adapters.backends.claude import ClaudeBackend
 from clinvk.adapters.backends.codex import CodexBackend
 from clinvk.adapters.backends.discovery import CliDiscovery, CliLocation, VersionProbes
 from clinvk.adapters.backends.environment import CliEnvironment, missing_variable
+from clinvk.adapters.backends.faults import explain_failure, start_failure
 from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.hot import HotProcess, HotSessions
 from clinvk.adapters.backends.pool import WarmPool, beside, pool_key
 from clinvk.adapters.backends.process import ProcessGroups, ProcessOutcome, drive, spawn
+from clinvk.adapters.backends.registry import RunRegistry
 from clinvk.adapters.backends.run_files import needs_files, placeholders, run_files
 from clinvk.domain.config import BackendConfig, Config
 from clinvk.domain.errors import (
@@ -52,12 +54,14 @@ class SubprocessBackendRunner:
         *,
         discovery: CliDiscovery | None = None,
         secrets: Sequence[str] = (),
+        runs: RunRegistry | None = None,
     ) -> None:
-        """`secrets`: values (the server's API keys) no CLI may ever see in its environment."""
+        """`secrets`: values (the server's API keys) no CLI may ever see in its environment;
+        `runs`: where live runs are written down for the next server (see registry.py)."""
         self._config = config
         self._backends = backends or default_backends()
         self._environment = CliEnvironment(config.server, os.environ, secrets)
-        self.groups = ProcessGroups()
+        self.groups = ProcessGroups(runs)
         server = config.server
         self.pool = WarmPool(
             idle_secs=server.warm_pool_idle_secs, shrink_secs=server.warm_pool_shrink_secs
@@ -304,7 +308,7 @@ class SubprocessBackendRunner:
                     )
                     feed = inv.input
             except OSError as exc:
-                raise BackendUnavailable(spec.backend, f"cannot start {exe}: {exc.strerror}") from exc
+                raise start_failure(spec.backend, exe, spec.workdir, exc) from exc
             keep = False
             if hot is None and hot_sig is not None and warm is not None:
                 assert cli is not None
@@ -329,6 +333,7 @@ class SubprocessBackendRunner:
                     groups=self.groups,
                     input=feed,
                     on_stderr_line=on_stderr_line,
+                    session_id=spec.session_id,
                 )
                 return ended, False
 
@@ -376,6 +381,9 @@ class SubprocessBackendRunner:
                 exit_code=outcome.exit_code, stderr=outcome.stderr, duration_ms=duration_ms
             )
         except BackendFailed as exc:
+            explained = explain_failure(exc, outcome.exit_code, spec.workdir)
+            if explained is not None:
+                raise explained from exc
             variable = missing_variable(f"{exc.message}\n{outcome.stderr}")
             if variable is None or variable in env:
                 raise

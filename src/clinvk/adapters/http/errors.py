@@ -16,6 +16,7 @@ _STATUS: list[tuple[type[e.ClinvkError], int]] = [
     (e.WorkdirForbidden, 403),
     (e.SessionNotFound, 404),
     (e.SessionBusy, 409),
+    (e.SessionStoreUnavailable, 503),
     (e.Overloaded, 429),
     (e.BackendLimited, 429),
     (e.BackendOverloaded, 503),

@@ -8,12 +8,15 @@ Layout of the directory (normally `$CLINVK_HOME/sessions`, mode 0700):
 
 Reads need no lock because a file is only ever swapped in whole by `os.replace`.
 A file that cannot be decoded is never rewritten or deleted: it is treated as absent.
+A write that fails (disk full, read-only file system, permissions) leaves the old file as it
+was and raises SessionStoreUnavailable naming the cause.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -26,7 +29,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from clinvk.domain.errors import SessionNotFound
+from clinvk.domain.errors import SessionNotFound, SessionStoreUnavailable
 from clinvk.domain.models import Session, SessionPage, SessionQuery
 
 LOCK_FILE = ".lock"
@@ -61,12 +64,14 @@ class FileSessionStore:
         if not valid_id(session.id):
             raise ValueError(f"invalid session id {session.id!r}")
         async with self._lock:
-            await anyio.to_thread.run_sync(self._create, session)
+            with _failures("save the session"):
+                await anyio.to_thread.run_sync(self._create, session)
 
     async def get(self, session_id: str) -> Session:
         """Return one session or raise SessionNotFound."""
         path = self._path(session_id)
-        session = await anyio.to_thread.run_sync(_load, path)
+        with _failures("read the session"):
+            session = await anyio.to_thread.run_sync(_load, path)
         if session is None:
             raise SessionNotFound(session_id)
         return session
@@ -75,13 +80,15 @@ class FileSessionStore:
         """Apply `change` (run in a worker thread) under the lock; return the new value."""
         path = self._path(session_id)
         async with self._lock:
-            return await anyio.to_thread.run_sync(self._update, path, change)
+            with _failures("save the session"):
+                return await anyio.to_thread.run_sync(self._update, path, change)
 
     async def delete(self, session_id: str) -> None:
         """Remove a session or raise SessionNotFound."""
         path = self._path(session_id)
         async with self._lock:
-            await anyio.to_thread.run_sync(self._delete, path)
+            with _failures("delete the session"):
+                await anyio.to_thread.run_sync(self._delete, path)
 
     async def ids_with_prefix(self, prefix: str, limit: int) -> builtins.list[str]:
         """Up to `limit` session ids starting with `prefix`, from the file names alone."""
@@ -97,11 +104,13 @@ class FileSessionStore:
                         break
             return found
 
-        return await anyio.to_thread.run_sync(scan)
+        with _failures("list the sessions"):
+            return await anyio.to_thread.run_sync(scan)
 
     async def list(self, query: SessionQuery) -> SessionPage:
         """Sessions matching the query, most recently used first; unreadable files are skipped."""
-        matched = await anyio.to_thread.run_sync(self._matching, query)
+        with _failures("list the sessions"):
+            matched = await anyio.to_thread.run_sync(self._matching, query)
         end = query.offset + query.limit
         return SessionPage(
             sessions=matched[query.offset : end],
@@ -114,7 +123,8 @@ class FileSessionStore:
         """Delete sessions last used before the given time; return how many."""
         cutoff = _aware(last_used_before)
         async with self._lock:
-            return await anyio.to_thread.run_sync(self._purge, cutoff)
+            with _failures("delete expired sessions"):
+                return await anyio.to_thread.run_sync(self._purge, cutoff)
 
     async def count(self) -> int:
         """Number of session files; OSError when the directory exists but cannot be read."""
@@ -228,6 +238,29 @@ class FileSessionStore:
                 os.unlink(tmp)
             raise
         _fsync_dir(self._dir)
+
+
+_CAUSES = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+@contextlib.contextmanager
+def _failures(action: str) -> Iterator[None]:
+    """The one place an OSError of the store becomes SessionStoreUnavailable (an id that is
+    already taken stays FileExistsError: that is the caller's to handle)."""
+    try:
+        yield
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0, "")
+        cause = _CAUSES.get(exc.errno or 0, exc.strerror or "input/output error")
+        raise SessionStoreUnavailable(action, f"{cause} ({name})" if name else cause) from exc
 
 
 def _load(path: Path) -> Session | None:

@@ -1,0 +1,132 @@
+"""A crash of the server (SIGKILL, as the OOM killer or a node failure does it) with the real
+CLIs in flight: nothing outlives it, and the next server tells what was interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.clis import missing_clis
+from tests.support.model_double import generation_requests
+from tests.support.server import SETTLE_SECS, ClinvkServer
+
+#: The product's contract (issue 17): no CLI or descendant runs longer than this after the
+#: server is killed.
+CONTRACT_SECS = 2.0
+#: Allowance for a loaded 2-core test machine on top of the contract; the supervisor's own
+#: budget is its 0.5 s grace plus the kill.
+MARGIN_SECS = 1.5
+
+BACKENDS = ("claude", "codex", "gemini")
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _stream(server: ClinvkServer, backend: str, seen: dict) -> None:
+    """Stream one long answer, noting its clinvk session id; returns when the server dies."""
+    try:
+        with httpx.stream(
+            "POST", server.url + "/api/v1/prompt", timeout=SETTLE_SECS * 4,
+            json={"backend": backend, "prompt": f"a long answer from {backend}",
+                  "output_format": "stream-json"},
+        ) as r:
+            for line in r.iter_lines():
+                if line and json.loads(line).get("session_id"):
+                    seen.setdefault(backend, json.loads(line)["session_id"])
+    except httpx.HTTPError:
+        pass  # the server is killed under it
+
+
+def _streams_in_flight(server: ClinvkServer, double) -> dict[str, str]:
+    """Start the three streams; return backend -> clinvk session id once every CLI has told
+    its session and is waiting on a model answer the double holds after its first piece."""
+    seen: dict[str, str] = {}
+    for backend in BACKENDS:
+        threading.Thread(target=_stream, args=(server, backend, seen), daemon=True).start()
+    deadline = time.monotonic() + SETTLE_SECS * 3  # three CLIs starting on a busy machine
+    while time.monotonic() < deadline:
+        calls = {r["api"] for r in generation_requests(double.requests())}
+        if len(seen) == len(BACKENDS) and calls >= {"anthropic", "openai", "gemini"}:
+            return dict(seen)
+        time.sleep(0.1)
+    raise AssertionError(f"not all three CLIs got going: sessions {seen}, calls {calls}")
+
+
+def _kill_and_time(server: ClinvkServer) -> tuple[float, list[int]]:
+    """SIGKILL the server; seconds until no CLI (or descendant) is left, and what is left."""
+    assert server.process is not None
+    server.process.kill()
+    killed = time.monotonic()
+    server.process.wait()
+    left = server.wait_no_cli(SETTLE_SECS)  # a generous cap: only a hang guard
+    return time.monotonic() - killed, left
+
+
+def _sessions(server: ClinvkServer) -> dict[str, dict]:
+    page = httpx.get(server.url + "/api/v1/sessions", timeout=30).json()
+    return {s["id"]: s for s in page["sessions"]}
+
+
+def test_sigkill_ends_every_cli_and_the_next_server_marks_the_sessions(model_double, tmp_path):
+    """kill -9 of `clinvk serve` with claude, codex and gemini streaming (held silent by the
+    model): every CLI and descendant is gone within 2 s (each ran under a supervisor that
+    leads its group), and the restarted server lists the three sessions as `error` with a
+    reason and finds nothing left to end."""
+    assert not missing_clis()
+    server = ClinvkServer(model_double.url, tmp_path).start()
+    try:
+        model_double.hold_after(1)  # each answer stops after its first piece: silent CLIs
+        sessions = _streams_in_flight(server, model_double)
+        assert sorted(sessions) == sorted(BACKENDS)
+        pids = server.cli_pids()
+        # The mechanism: every process group is led by the run supervisor, the CLIs below.
+        leaders = {_pgid(p) for p in pids} - {None}
+        assert len(leaders) == len(BACKENDS)
+        for leader in leaders:
+            assert any(a.endswith("supervise.py") for a in _cmdline(leader)), _cmdline(leader)
+        runs = list((server.home / "runs").glob("*/*.json"))
+        assert len([r for r in runs if r.name != "server.json"]) == len(BACKENDS)
+
+        elapsed, left = _kill_and_time(server)
+        assert left == []
+        print(f"kill -9 to no CLI left: {elapsed:.3f} s")
+        assert elapsed < CONTRACT_SECS + MARGIN_SECS, elapsed
+    finally:
+        server.stop(signal.SIGKILL)
+
+    model_double.release()
+    again = server.start()  # the same home, config and port
+    try:
+        stored = _sessions(again)
+        for backend, session_id in sessions.items():
+            session = stored[session_id]
+            assert session["status"] == "error", session
+            assert "interrupted" in session["error"] and backend in session["error"]
+        assert again.cli_pids() == []
+        leftovers = [p for p in (again.home / "runs").glob("*/*.json")
+                     if p.name != "server.json"]
+        assert leftovers == []
+        for path in (again.home / "sessions").glob("*.json"):
+            json.loads(Path(path).read_text())  # every session file is whole
+    finally:
+        again.stop(signal.SIGTERM)
+    assert again.wait_no_cli() == []
