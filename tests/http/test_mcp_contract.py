@@ -335,13 +335,21 @@ async def test_streaming_needs_an_event_stream_accept(http, runner):
 
 
 async def test_mcp_sits_behind_the_api_key_middleware(services):
-    """With API keys configured, /mcp needs one like every API route."""
+    """With API keys configured, /mcp needs one like every API route; the refusal is a
+    JSON-RPC error, which the SDK client reports with the middleware's message."""
     import httpx
 
     app = create_app(services, api_keys=["sekret"], mounts=mcp_routes(services))
     with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
-        assert _post(c, INIT).status_code == 401
+        refused = _post(c, INIT)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == -32600
+        assert refused.json()["error"]["data"]["status"] == 401
         assert _post(c, INIT, authorization="Bearer sekret").status_code == 200
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with Client(server.url + "/mcp", mode="legacy"):
+                pass
+        assert caught.group_contains(MCPError, match="missing API key")
 
 
 async def test_a_page_from_another_origin_is_refused(http):

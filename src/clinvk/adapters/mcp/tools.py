@@ -15,15 +15,15 @@ from typing import Annotated, Any
 import msgspec
 
 from clinvk.adapters.http.health import Health
-from clinvk.adapters.http.native.app import _prompt_response
+from clinvk.adapters.http.native.app import prompt_response
 from clinvk.adapters.http.native.go_zero import unset_zero_values
 from clinvk.adapters.http.native.orchestration import (
-    _CHAIN,
-    _COMPARE,
-    _PARALLEL,
-    _chain,
-    _compare,
-    _parallel,
+    CHAIN_LINES,
+    COMPARE_LINES,
+    PARALLEL_LINES,
+    chain_response,
+    compare_response,
+    parallel_response,
 )
 from clinvk.adapters.http.native.orchestration_schemas import (
     ChainBody,
@@ -214,7 +214,7 @@ class Tools:
                 "by position. Costs the sum of the runs' tokens; takes as long as the slowest "
                 "run. One task's failure is its own result unless fail_fast. Runs are "
                 "ephemeral (no sessions kept).",
-                ParallelBody, ParallelResponse, self._parallel, open_world=True,
+                ParallelBody, ParallelResponse, self.parallel_response, open_world=True,
             ),
             Tool(
                 "clinvk_chain", "Run prompts in sequence",
@@ -222,14 +222,14 @@ class Tools:
                 "can use the previous step's answer as `{{previous}}` (e.g. codex drafts, "
                 "claude reviews the draft, gemini summarises). Takes the sum of the steps' "
                 "times and tokens. Steps are ephemeral.",
-                ChainBody, ChainResponse, self._chain, open_world=True,
+                ChainBody, ChainResponse, self.chain_response, open_world=True,
             ),
             Tool(
                 "clinvk_compare", "Compare agents on one prompt",
                 "Send the same prompt to several agents (all at once unless `sequential`) and "
                 "get their answers side by side, to compare approaches or pick the best. "
                 "Costs one run per backend. Ephemeral.",
-                CompareBody, CompareResponse, self._compare, open_world=True,
+                CompareBody, CompareResponse, self.compare_response, open_world=True,
             ),
             Tool(
                 "clinvk_backends", "List agents",
@@ -292,7 +292,7 @@ class Tools:
                     backend = event.next.partition("/")[0]
 
         result = await self.services.prompt.run(request, on_event=on_event)
-        return _prompt_response(result)
+        return prompt_response(result)
 
     def _sink(self, body: Any, ctx: ToolContext, lines: Any):
         stream = body.stream is True and ctx.log is not None
@@ -307,21 +307,21 @@ class Tools:
 
         return sink
 
-    async def _parallel(self, body: ParallelBody, ctx: ToolContext) -> ParallelResponse:
+    async def parallel_response(self, body: ParallelBody, ctx: ToolContext) -> ParallelResponse:
         work = ParallelRequest(tasks=body.tasks, max_parallel=body.max_parallel,
                                fail_fast=body.fail_fast, dry_run=body.dry_run)
-        return _parallel(await self.services.parallel.run(work, self._sink(body, ctx, _PARALLEL)))
+        return parallel_response(await self.services.parallel.run(work, self._sink(body, ctx, PARALLEL_LINES)))
 
-    async def _chain(self, body: ChainBody, ctx: ToolContext) -> ChainResponse:
+    async def chain_response(self, body: ChainBody, ctx: ToolContext) -> ChainResponse:
         work = ChainRequest(steps=body.steps, stop_on_failure=body.stop_on_failure,
                             pass_working_dir=body.pass_working_dir, dry_run=body.dry_run)
-        return _chain(await self.services.chain.run(work, self._sink(body, ctx, _CHAIN)))
+        return chain_response(await self.services.chain.run(work, self._sink(body, ctx, CHAIN_LINES)))
 
-    async def _compare(self, body: CompareBody, ctx: ToolContext) -> CompareResponse:
+    async def compare_response(self, body: CompareBody, ctx: ToolContext) -> CompareResponse:
         work = CompareRequest(prompt=body.prompt, backends=body.backends,
                               sequential=body.sequential, workdir=body.workdir,
                               model=body.model, dry_run=body.dry_run)
-        return _compare(await self.services.compare.run(work, self._sink(body, ctx, _COMPARE)))
+        return compare_response(await self.services.compare.run(work, self._sink(body, ctx, COMPARE_LINES)))
 
     async def _backends(self, _: NoArguments, ctx: ToolContext) -> BackendsResponse:
         return BackendsResponse(backends=[

@@ -2,7 +2,8 @@
 sub-app runs (401, 408, 413, 429, 504 from middleware).
 
 `/openai/...` gets OpenAI's `{"error": {...}}`, `/anthropic/...` Anthropic's
-`{"type": "error", "error": {...}}`, everything else the native problem+json. Each envelope
+`{"type": "error", "error": {...}}`, `/mcp` a JSON-RPC error (which MCP clients show),
+everything else the native problem+json. Each envelope
 is built from its dialect's own wire types, so a middleware error looks exactly like one
 the dialect raised itself.
 """
@@ -31,8 +32,8 @@ def phrase(status: int) -> str:
 
 
 def dialect_of(path: str) -> str:
-    """`openai`, `anthropic` or `native`: whose envelope an error on `path` uses."""
-    for prefix in ("openai", "anthropic"):
+    """`openai`, `anthropic`, `mcp` or `native`: whose envelope an error on `path` uses."""
+    for prefix in ("openai", "anthropic", "mcp"):
         if path == f"/{prefix}" or path.startswith(f"/{prefix}/"):
             return prefix
     return "native"
@@ -55,6 +56,12 @@ def error_response(
         return Response(_encode(body), status, headers=headers, media_type="application/json")
     if dialect == "anthropic":
         return anthropic_error(status, message, headers)
+    if dialect == "mcp":
+        # JSON-RPC's invalid request for the client's mistakes, internal error for ours.
+        rpc = {"code": -32600 if status < 500 else -32603, "message": message,
+               "data": {"status": status, "code": code}}
+        body = {"jsonrpc": "2.0", "id": None, "error": rpc}
+        return Response(_encode(body), status, headers=headers, media_type="application/json")
     problem = Problem(
         title=phrase(status), status=status, detail=message, code=code, error=message
     )

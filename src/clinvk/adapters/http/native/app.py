@@ -99,7 +99,8 @@ def _clinvk_problem(request: Request, exc: Exception) -> Response:
     return problem(exc)
 
 
-def _prompt_response(result: PromptResult) -> PromptResponse:
+def prompt_response(result: PromptResult) -> PromptResponse:
+    """The wire answer of a prompt result (REST and the MCP tool)."""
     return PromptResponse(
         session_id=result.session_id,
         backend=result.backend,
@@ -153,7 +154,7 @@ class NativeApi:
             headers[SESSION_HEADER] = result.session_id
         if body.output_format == "text" and _prefers_plain_text(request):
             return PlainTextResponse(result.output, headers=headers)
-        return _json(_prompt_response(result), headers=headers)
+        return _json(prompt_response(result), headers=headers)
 
     def _stream(self, body: PromptRequest) -> EventStreamResponse:
         backend = body.backend

@@ -83,7 +83,8 @@ def _entry(o: RunOutcome) -> CompareEntry:
     )
 
 
-def _parallel(r: ParallelResult) -> ParallelResponse:
+def parallel_response(r: ParallelResult) -> ParallelResponse:
+    """The wire answer of a parallel result (REST and the MCP tool)."""
     return ParallelResponse(
         total_tasks=r.total_tasks, completed=r.completed, failed=r.failed,
         cancelled=r.cancelled, total_duration_ms=r.total_duration_ms,
@@ -91,7 +92,8 @@ def _parallel(r: ParallelResult) -> ParallelResponse:
     )
 
 
-def _chain(r: ChainResult) -> ChainResponse:
+def chain_response(r: ChainResult) -> ChainResponse:
+    """The wire answer of a chain result (REST and the MCP tool)."""
     return ChainResponse(
         total_steps=r.total_steps, completed_steps=r.completed_steps,
         failed_step=r.failed_step, total_duration_ms=r.total_duration_ms,
@@ -99,7 +101,8 @@ def _chain(r: ChainResult) -> ChainResponse:
     )
 
 
-def _compare(r: CompareResult) -> CompareResponse:
+def compare_response(r: CompareResult) -> CompareResponse:
+    """The wire answer of a compare result (REST and the MCP tool)."""
     return CompareResponse(
         prompt=r.prompt, backends=r.backends, completed=r.completed, failed=r.failed,
         cancelled=r.cancelled, total_duration_ms=r.total_duration_ms,
@@ -132,9 +135,9 @@ class _Lines:
                             backend=o.backend, result=self.result(o))
 
 
-_PARALLEL = _Lines("task", False, _task)
-_CHAIN = _Lines("step", True, _step)
-_COMPARE = _Lines("backend", False, _entry)
+PARALLEL_LINES = _Lines("task", False, _task)
+CHAIN_LINES = _Lines("step", True, _step)
+COMPARE_LINES = _Lines("backend", False, _entry)
 
 Work = Callable[[ProgressSink | None], Awaitable[Any]]
 
@@ -157,7 +160,8 @@ class OrchestrationApi:
         service = self.services.parallel
         service.check(work)
         return await self._answer(
-            request, body.stream, lambda sink: service.run(work, sink), _parallel, _PARALLEL
+            request, body.stream, lambda sink: service.run(work, sink),
+            parallel_response, PARALLEL_LINES,
         )
 
     async def chain(self, request: Request) -> Response:
@@ -172,7 +176,8 @@ class OrchestrationApi:
         service = self.services.chain
         service.check(work)
         return await self._answer(
-            request, body.stream, lambda sink: service.run(work, sink), _chain, _CHAIN
+            request, body.stream, lambda sink: service.run(work, sink),
+            chain_response, CHAIN_LINES,
         )
 
     async def compare(self, request: Request) -> Response:
@@ -189,7 +194,8 @@ class OrchestrationApi:
         service = self.services.compare
         service.check(work)
         return await self._answer(
-            request, body.stream, lambda sink: service.run(work, sink), _compare, _COMPARE
+            request, body.stream, lambda sink: service.run(work, sink),
+            compare_response, COMPARE_LINES,
         )
 
     async def _answer(
