@@ -106,6 +106,28 @@ def test_openai_and_anthropic_name_the_model_that_answered(client):
     assert (r.headers["x-clinvk-backend"], r.json()["model"]) == ("codex", "fake-model")
 
 
+def test_streams_name_the_backend_and_model_that_answered(client):
+    """A fallback before the stream started shows in the streamed answers as in the
+    non-stream ones: the X-Clinvk-Backend header and every chunk's (OpenAI) or the
+    message_start's (Anthropic) model name codex's answer."""
+    with client.stream("POST", "/openai/v1/chat/completions", json={
+        "model": "claude-sonnet", "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }) as r:
+        assert r.headers["x-clinvk-backend"] == "codex"
+        datas = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(d) for d in datas if d != "[DONE]"]
+    assert chunks and {c["model"] for c in chunks} == {"fake-model"}
+    with client.stream("POST", "/anthropic/v1/messages", json={
+        "model": "claude-sonnet", "max_tokens": 10, "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }) as r:
+        assert r.headers["x-clinvk-backend"] == "codex"
+        datas = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    start = next(d for d in datas if d["type"] == "message_start")
+    assert start["message"]["model"] == "fake-model"
+
+
 def test_a_bad_fallback_entry_is_a_400_naming_it(client):
     """An unknown backend in `fallback` is refused before anything runs."""
     r = client.post("/api/v1/prompt", json={"backend": "codex", "prompt": "x",

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from clinvk.adapters.http.app import create_app
 from clinvk.domain import events as ev
 from clinvk.domain.chat import Turn, render_conversation
-from clinvk.domain.errors import BackendTimeout, Overloaded
+from clinvk.domain.errors import BackendLimited, BackendTimeout, Overloaded
 from clinvk.domain.models import PromptResult, TokenUsage
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import AppSpy, FakeClock, FakeIds
@@ -433,6 +433,7 @@ def test_unexpected_error_mid_stream_is_a_bare_error_chunk(services, monkeypatch
 
     async def broken(request, on_event=None):
         await on_event(ev.Init(session_id="s1"))
+        await on_event(ev.TextDelta(text="partial"))
         raise RuntimeError("secret /home/me/.token")
 
     monkeypatch.setattr(services.prompt, "run", broken)
@@ -441,7 +442,24 @@ def test_unexpected_error_mid_stream_is_a_bare_error_chunk(services, monkeypatch
     assert r.status_code == 200 and "secret" not in r.text
     events = [json.loads(e) for e in sse_events(r.text)]
     assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[1]["choices"][0]["delta"]["content"] == "partial"
     assert events[-1]["error"]["code"] == "internal_error"
+
+
+def test_failure_before_any_text_is_an_ordinary_error_response(services, monkeypatch):
+    """A streamed run that fails after the CLI started but before any text (a limit, an
+    API error) has not started the stream: the client gets the error's own status and
+    headers (here a 429 with Retry-After), which SDKs know how to handle."""
+
+    async def limited(request, on_event=None):
+        await on_event(ev.Init(session_id="s1"))
+        raise BackendLimited("claude", "rate limit", kind="rate", retry_after=7)
+
+    monkeypatch.setattr(services.prompt, "run", limited)
+    with TestClient(create_app(services)) as c:
+        r = chat(c, stream=True)
+    assert r.status_code == 429 and r.headers["retry-after"] == "7"
+    assert r.json()["error"]["code"] == "backend_rate_limited"
 
 
 def test_unknown_route_and_method_are_enveloped(client):

@@ -198,6 +198,12 @@ def test_stream_chunks_parse_as_the_sdk_expects(client, runner, reply, include_u
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True,
             "stream_options": {"include_usage": include_usage}}
     with client.stream("POST", URL, json=body) as r:
+        if fail and not reply:
+            # Failed before any text: the stream had not started, so the failure is an
+            # ordinary error response (the SDK raises its APIStatusError).
+            assert r.status_code == 502
+            assert json.loads(r.read())["error"]["code"] == "backend_failed"
+            return
         assert r.status_code == 200
         events = list(SSEDecoder().iter_bytes(r.iter_raw()))
     assert all(e.event is None for e in events)

@@ -132,6 +132,15 @@ def answered_model(requested: str, request: PromptRequest, result: PromptResult)
     return result.model or result.backend
 
 
+def fallback_answer(requested: str, request: PromptRequest, event: ev.Fallback) -> tuple[str, str]:
+    """(backend, model name a chat answer reports) once a run moves on to `event.next`,
+    by the rule of `answered_model`."""
+    backend, _, model = event.next.partition("/")
+    if backend == request.backend:
+        return backend, requested
+    return backend, model or backend
+
+
 class TextStream:
     """Picks the text to stream from unified events: every delta as it comes; a whole
     message only when no delta carried it (codex prints whole messages only)."""

@@ -62,7 +62,12 @@ class EventStreamResponse:
     disconnect listener cancels everything (which terminates the CLI).
 
     The status line and headers go out with the first chunk, so the producer can still
-    set headers (e.g. the session id) or fail with an ordinary error response before that.
+    set headers (e.g. the session id, the backend after a fallback) or fail with an
+    ordinary error response before that. `opening` (optional) makes the bytes that must
+    come first (a dialect's message start); it is called when the first chunk goes out,
+    or when a heartbeat is due before the producer wrote anything, so a run that is
+    silent for long still gets its heartbeats, and one that fails over to another backend
+    within the first heartbeat interval still reports the backend that answered.
     """
 
     def __init__(
@@ -74,8 +79,10 @@ class EventStreamResponse:
         heartbeat_secs: float | None = None,
         on_early_error: Callable[[BaseException], Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        opening: Callable[[], bytes] | None = None,
     ) -> None:
         self.producer = producer
+        self.opening = opening
         self.media_type = media_type
         self.heartbeat = heartbeat
         self.heartbeat_secs = heartbeat_secs
@@ -99,6 +106,8 @@ class EventStreamResponse:
             async with lock:
                 if not self.started:
                     await start()
+                    if self.opening is not None:
+                        chunk = self.opening() + chunk
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 last_write = anyio.current_time()
 
@@ -108,8 +117,10 @@ class EventStreamResponse:
                 await anyio.sleep(
                     max(0.05, last_write + self.heartbeat_secs - anyio.current_time())
                 )
-                # Only once the answer has started: headers must wait for the producer.
-                if self.started and anyio.current_time() - last_write >= self.heartbeat_secs:
+                # Only once the answer has started (headers must wait for the producer),
+                # unless the stream has an opening to start it with.
+                ready = self.started or self.opening is not None
+                if ready and anyio.current_time() - last_write >= self.heartbeat_secs:
                     await emit(self.heartbeat)
 
         early: BaseException | None = None
@@ -139,7 +150,7 @@ class EventStreamResponse:
             await response(scope, receive, send)
             return
         if not self.started:
-            await start()
+            await emit(b"")
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:

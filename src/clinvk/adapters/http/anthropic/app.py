@@ -47,7 +47,7 @@ from clinvk.adapters.http.streaming import (
 )
 from clinvk.adapters.logging import get_logger
 from clinvk.domain import events as ev
-from clinvk.domain.chat import answered_model, route_model
+from clinvk.domain.chat import answered_model, fallback_answer, route_model
 from clinvk.domain.errors import ClinvkError, InvalidRequest
 from clinvk.domain.models import PromptRequest
 from clinvk.domain.services import Services
@@ -98,10 +98,20 @@ class AnthropicApi:
     def _stream(self, prompt: PromptRequest, *, model: str) -> EventStreamResponse:
         writer = MessageStreamWriter(id=translate.message_id(), model=model)
 
+        answering: dict[str, str] = {}  # the backend, once a fallback answers
+
         async def produce(emit: Emit, response: EventStreamResponse) -> None:
             async def on_event(event: ev.StreamEvent) -> None:
                 if isinstance(event, ev.Init) and event.session_id and not response.started:
                     response.headers[SESSION_HEADER] = event.session_id
+                if isinstance(event, ev.Fallback) and not writer.opened:
+                    backend, writer.model = fallback_answer(model, prompt, event)
+                    answering["backend"] = backend
+                    if not response.started:
+                        response.headers[BACKEND_HEADER] = backend
+                elif isinstance(event, ev.Init) and event.model and not writer.opened:
+                    if answering.get("backend", prompt.backend) != prompt.backend:
+                        writer.model = event.model  # as answered_model says
                 chunk = writer.event(event)
                 if chunk:
                     await emit(chunk)
@@ -134,6 +144,7 @@ class AnthropicApi:
             on_early_error=early_error,
             headers={BACKEND_HEADER: prompt.backend,
                      **({SESSION_HEADER: prompt.session_id} if prompt.session_id else {})},
+            opening=writer.open,
         )
 
     async def count_tokens(self, request: Request) -> Response:

@@ -34,8 +34,9 @@ PING = sse(AnthropicPing())
 
 class MessageStreamWriter:
     """The SSE bytes of one streamed message: `message_start` and the text block's start
-    once the CLI runs, one `text_delta` per piece of text, then the stop events (or an
-    `error` event)."""
+    with the first text (or the first heartbeat: `open`), one `text_delta` per piece of
+    text, then the stop events (or an `error` event). `model` may change until it opens
+    (a fallback answering)."""
 
     def __init__(self, *, id: str, model: str) -> None:
         self.id = id
@@ -63,8 +64,6 @@ class MessageStreamWriter:
         """The SSE bytes one unified event adds (often none)."""
         if isinstance(event, ev.Usage) and not event.cumulative:
             self._input_tokens = translate.usage(event.usage).input_tokens
-        if isinstance(event, ev.Init):
-            return self.open()
         piece = self._text.text(event)
         if piece is None:
             return b""

@@ -52,7 +52,7 @@ from clinvk.adapters.http.streaming import (
     until_disconnect,
 )
 from clinvk.domain import events as ev
-from clinvk.domain.chat import TextStream, answered_model, route_model
+from clinvk.domain.chat import TextStream, answered_model, fallback_answer, route_model
 from clinvk.domain.errors import ClinvkError
 from clinvk.domain.models import PromptRequest, PromptResult
 from clinvk.domain.services import Services
@@ -155,13 +155,14 @@ class OpenAIApi:
     def _stream(self, body: OpenAIChatRequest, prompt: PromptRequest) -> EventStreamResponse:
         completion_id, created = _completion_id(), int(time.time())
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        answering = {"model": body.model}  # changes when a fallback answers
 
         def chunk(choices: list[OpenAIChunkChoice], final: OpenAIUsage | None = None) -> bytes:
             return _sse(
                 OpenAIChatCompletionChunk(
                     id=completion_id,
                     created=created,
-                    model=body.model,
+                    model=answering["model"],
                     choices=choices,
                     usage=final if include_usage else msgspec.UNSET,
                 )
@@ -173,21 +174,23 @@ class OpenAIApi:
         async def produce(emit: Emit, response: EventStreamResponse) -> None:
             texts = TextStream()
 
-            async def begin() -> None:
-                # The stream starts once the CLI runs, so everything the service refuses
-                # up front (unknown session, forbidden workdir, missing CLI) is still an
-                # ordinary HTTP error.
-                if not response.started:
-                    await emit(piece(OpenAIDelta(role="assistant", content="")))
-
+            # The stream starts with the first text (or the first heartbeat, or the end),
+            # so everything the service refuses up front (unknown session, forbidden
+            # workdir, missing CLI) is still an ordinary HTTP error, and a fallback before
+            # then still shows in the headers.
             async def on_event(event: ev.StreamEvent) -> None:
-                if isinstance(event, ev.Init):
-                    if event.session_id and not response.started:
-                        response.headers[SESSION_HEADER] = event.session_id
-                    await begin()
+                if isinstance(event, ev.Init) and event.session_id and not response.started:
+                    response.headers[SESSION_HEADER] = event.session_id
+                if isinstance(event, ev.Fallback):
+                    backend, answering["model"] = fallback_answer(body.model, prompt, event)
+                    answering["backend"] = backend
+                    if not response.started:
+                        response.headers[BACKEND_HEADER] = backend
+                elif isinstance(event, ev.Init) and event.model and "backend" in answering:
+                    if answering["backend"] != prompt.backend:  # as answered_model says
+                        answering["model"] = event.model
                 text = texts.text(event)
                 if text:
-                    await begin()
                     await emit(piece(OpenAIDelta(content=text)))
 
             try:
@@ -202,7 +205,6 @@ class OpenAIApi:
                     raise
                 await emit(_sse(internal_envelope()))
                 raise
-            await begin()
             await emit(piece(OpenAIDelta(), finish_reason(result.stop_reason)))
             if include_usage:
                 await emit(chunk([], usage(result.token_usage)))
@@ -221,6 +223,7 @@ class OpenAIApi:
             on_early_error=early_error,
             headers={**(_session_headers(prompt.session_id) or {}),
                      BACKEND_HEADER: prompt.backend},
+            opening=lambda: piece(OpenAIDelta(role="assistant", content="")),
         )
 
 
