@@ -33,6 +33,9 @@ class HotProcess:
     """A CLI process whose stdin stays open between turns."""
 
     def __init__(self, cli: CliProcess, signature: tuple, groups: ProcessGroups | None) -> None:
+        """`groups`: where the live process is registered (shutdown, crash recovery). It is
+        registered without its session: a server that dies while it waits between turns
+        cut nothing off, so the next server only ends it and leaves the session as it is."""
         self.cli = cli
         self.signature = signature
         self._groups = groups
@@ -40,7 +43,7 @@ class HotProcess:
         self._stderr = b""
         self.turns = 0
         if groups is not None:
-            groups.add(cli.process.pid, cli.label)
+            groups.add(cli.process.pid, cli.label, cli_pid=cli.cli_pid)
 
     @property
     def alive(self) -> bool:
