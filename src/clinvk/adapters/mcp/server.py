@@ -147,14 +147,24 @@ class McpServer:
         ctx = self._context(params, session, notify)
         request_id = message.id
         assert not isinstance(request_id, msgspec.UnsetType) and request_id is not None
-        with anyio.CancelScope() as scope:
-            session.running[request_id] = scope
-            try:
-                return await self._run(tool, params.arguments, ctx)
-            finally:
-                if session.running.get(request_id) is scope:
-                    del session.running[request_id]
-        return None  # cancelled: the specification says not to answer
+        started = time.monotonic()
+        outcome = "stopped"  # an internal error, or the server shutting down
+        try:
+            with anyio.CancelScope() as scope:
+                session.running[request_id] = scope
+                try:
+                    result = await self._run(tool, params.arguments, ctx)
+                    outcome = "error" if result["isError"] else "ok"
+                    return result
+                finally:
+                    if session.running.get(request_id) is scope:
+                        del session.running[request_id]
+            outcome = "cancelled"
+            return None  # the specification says not to answer a cancelled request
+        finally:
+            # One line per call, like the HTTP request log (stdio has no other).
+            _log.info("MCP tool call", tool=tool.name, outcome=outcome,
+                      duration_ms=int((time.monotonic() - started) * 1000))
 
     async def _run(self, tool: Tool, arguments: Any, ctx: ToolContext) -> dict[str, Any]:
         try:
