@@ -137,3 +137,18 @@ def test_json_schema_reaches_codexs_model_call(clinvk_server, model_double):
     assert _post(clinvk_server, "/anthropic/v1/messages", body).status_code == 200
     fmt = _last_call(model_double)["body"]["text"]["format"]
     assert fmt["type"] == "json_schema" and fmt["schema"] == SCHEMA
+
+
+def test_effort_reaches_geminis_model_call(clinvk_server, model_double):
+    """For a gemini 2.x model the effort becomes a thinking budget in gemini's settings
+    (an override for that model), which gemini sends as generationConfig.thinkingConfig."""
+    body = {"model": "gemini", "max_tokens": 100, "output_config": {"effort": "low"},
+            "messages": [{"role": "user", "content": "hi"}]}
+    assert _post(clinvk_server, "/anthropic/v1/messages", body).status_code == 200
+    thinking = _last_call(model_double)["body"]["generationConfig"]["thinkingConfig"]
+    assert thinking["thinkingBudget"] == 1024
+    model_double.clear_log()
+    body["output_config"] = {"effort": "high"}
+    assert _post(clinvk_server, "/anthropic/v1/messages", body).status_code == 200
+    thinking = _last_call(model_double)["body"]["generationConfig"]["thinkingConfig"]
+    assert thinking["thinkingBudget"] == 24576

@@ -12,7 +12,7 @@ import pytest
 from clinvk.adapters.backends.base import ARGV_PROMPT_LIMIT
 from clinvk.adapters.backends.claude import ClaudeBackend, ClaudeDecoder
 from clinvk.adapters.backends.codex import CodexBackend
-from clinvk.adapters.backends.gemini import GeminiBackend
+from clinvk.adapters.backends.gemini import GeminiBackend, thinking_settings
 from clinvk.adapters.backends.run_files import RunFiles, needs_files
 from clinvk.adapters.backends.runner import SubprocessBackendRunner
 from clinvk.domain.config import BackendConfig, Config
@@ -192,3 +192,31 @@ def test_runs_with_files_never_take_a_warm_process():
         run = spec("claude", **fields)
         assert needs_files(run)
         assert runner._warm(backend, run, BackendConfig(), "claude", None) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "effort", "thinking"),
+    [("gemini-2.5-flash", "low", {"thinkingBudget": 1024}),
+     ("gemini-2.5-pro", "minimal", {"thinkingBudget": 128}),
+     ("gemini-2.5-flash", "max", {"thinkingBudget": 24576}),
+     ("gemini-3-pro-preview", "low", {"thinkingLevel": "LOW"}),
+     ("gemini-3-pro-preview", "high", {"thinkingLevel": "HIGH"})],
+)
+def test_gemini_effort_is_a_thinking_override_for_the_runs_model(model, effort, thinking):
+    """gemini has no effort flag: the effort becomes a settings override matching the run's
+    model (a thinking budget for 2.x models, a thinking level for later ones)."""
+    settings = thinking_settings(spec("gemini", model=model, effort=effort))
+    assert settings == {"modelConfigs": {"customOverrides": [
+        {"match": {"model": model},
+         "modelConfig": {"generateContentConfig": {"thinkingConfig": thinking}}}]}}
+
+
+def test_gemini_effort_without_a_model_is_not_applied_and_said():
+    """Without a model (gemini routes each call itself) the effort is left out, and the
+    run's init says so."""
+    run = spec("gemini", effort="high")
+    assert thinking_settings(run) is None
+    assert thinking_settings(spec("gemini", model="gemini-2.5-flash")) is None
+    decoder = GeminiBackend().decoder(run, BackendConfig())
+    events = decoder.feed(json.dumps({"type": "init", "session_id": "s", "model": "m"}).encode())
+    assert any("effort not applied to gemini" in getattr(e, "message", "") for e in events)

@@ -282,6 +282,29 @@ def _stderr_error(stderr: str) -> str:
     return "\n".join(lines[-10:])
 
 
+#: The effort as gemini 2.x's thinking budget (tokens; 24576 is the most every 2.5 model
+#: takes, 8192 is the CLI's own default) and as later models' thinking level.
+_THINKING_BUDGET = {"minimal": 128, "low": 1024, "medium": 8192, "high": 24576,
+                    "xhigh": 24576, "max": 24576}
+_THINKING_LEVEL = {"minimal": "LOW", "low": "LOW", "medium": "HIGH", "high": "HIGH",
+                   "xhigh": "HIGH", "max": "HIGH"}
+
+
+def thinking_settings(spec: RunSpec) -> dict | None:
+    """Settings giving the run's model its thinking for the effort: a `customOverrides`
+    entry matching that model (gemini has no flag for it). None without an effort, or
+    without a model (the CLI's own `auto` routing picks one per call)."""
+    if spec.effort is None or not spec.model:
+        return None
+    if spec.model.startswith("gemini-2"):
+        thinking: dict = {"thinkingBudget": _THINKING_BUDGET[spec.effort]}
+    else:
+        thinking = {"thinkingLevel": _THINKING_LEVEL[spec.effort]}
+    override = {"match": {"model": spec.model},
+                "modelConfig": {"generateContentConfig": {"thinkingConfig": thinking}}}
+    return {"modelConfigs": {"customOverrides": [override]}}
+
+
 def image_references(paths: tuple[str, ...]) -> str:
     """The prompt's tail naming each image as `@path`: gemini reads a referenced file inside
     its workspace and sends an image as inline data (spaces escaped as gemini expects)."""
@@ -344,8 +367,11 @@ class GeminiBackend:
         argv = [command, "-o", "stream-json"]
         env: dict[str, str] = {}
         attempts = self.max_attempts(spec)
+        settings = thinking_settings(spec) or {}
         if attempts is not None:
-            env.update(self._settings_env({"general": {"maxAttempts": attempts}}, config.env))
+            settings["general"] = {"maxAttempts": attempts}
+        if settings:
+            env.update(self._settings_env(settings, config.env))
         if spec.model:
             argv += ["-m", spec.model]
         if spec.approval_mode in _APPROVAL:
@@ -377,4 +403,8 @@ class GeminiBackend:
         if attempts is not None and self._problem is not None:
             notice = f"max_retries not applied to gemini: {self._problem}"
             attempts = None
+        if spec.effort is not None and not spec.model:
+            notice = "effort not applied to gemini: no model named (gemini's auto routing)"
+        elif thinking_settings(spec) is not None and self._problem is not None:
+            notice = f"effort not applied to gemini: {self._problem}"
         return GeminiDecoder(spec, max_attempts=attempts, notice=notice)
