@@ -278,6 +278,38 @@ def test_clinvk_options_are_honoured(sdk, runner, tmp_path):
     assert spec.workdir == str(tmp_path.resolve())
 
 
+def test_reasoning_effort_and_text_format_reach_the_run(sdk, runner):
+    """`reasoning.effort` is the run's effort (`clinvk.effort` wins over it); a
+    `json_schema` text format is the run's output schema, and `json_object` asks for JSON in
+    the system prompt."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    sdk.responses.create(model="claude", input="hi", reasoning={"effort": "high"},
+                         text={"format": {"type": "json_schema", "name": "n",
+                                          "schema": schema, "strict": True}})
+    assert (runner.runs[-1].effort, runner.runs[-1].output_schema) == ("high", schema)
+    sdk.responses.create(model="claude", input="hi", reasoning={"effort": "none"},
+                         text={"format": {"type": "json_object"}, "verbosity": "low"})
+    assert runner.runs[-1].effort == "minimal" and runner.runs[-1].output_schema is None
+    assert "JSON" in (runner.runs[-1].system_prompt or "")
+    sdk.responses.create(model="claude", input="hi", reasoning={"effort": "low"},
+                         extra_body={"clinvk": {"effort": "max"}})
+    assert runner.runs[-1].effort == "max"
+
+
+@pytest.mark.parametrize(("field", "body"), [
+    ("reasoning.effort", {"reasoning": {"effort": "extreme"}}),
+    ("reasoning.effort", {"reasoning": {"effort": 3}}),
+    ("text.format", {"text": {"format": {"type": "json_schema"}}}),
+    ("text.format", {"text": {"format": "json"}}),
+])
+def test_a_bad_effort_or_text_format_is_a_400_naming_it(client, runner, field, body):
+    """An unknown effort level or a malformed text format is a 400 naming the field."""
+    r = client.post("/openai/v1/responses", json={"model": "claude", "input": "hi", **body})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field
+    assert runner.runs == []
+
+
 # -- properties ---------------------------------------------------------------------------
 
 _SETTINGS = settings(max_examples=60, deadline=None,

@@ -141,6 +141,16 @@ def test_codexs_own_model_routes_to_the_codex_backend_without_its_tool_list(sdk,
     assert spec.prompt.endswith("Reply to this latest user message:\nand again")
 
 
+def test_codexs_reasoning_effort_is_the_runs_effort(sdk, runner):
+    """`reasoning.effort`, which codex sends for its own models, becomes the run's effort;
+    a request with only a reasoning summary setting leaves the CLI's default."""
+    known = load(FIXTURES / "known-model-turn-1.json")
+    replay(sdk, known)
+    assert runner.runs[-1].effort == known["body"]["reasoning"]["effort"] == "low"
+    replay(sdk, load(FIXTURES / "turn-1.json"))
+    assert runner.runs[-1].effort is None
+
+
 def test_tool_items_of_a_later_turn_are_written_into_the_prompt(sdk, runner):
     """The items codex sends back after its own tool runs (function, custom and local-shell
     calls with their outputs) are written as tool lines; reasoning and compaction items,

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from clinvk.adapters.http.images import ImageSlots
 from clinvk.adapters.http.openai.responses_schemas import (
     IGNORED_ITEM_TYPES,
     OpenAIResponse,
@@ -41,7 +42,14 @@ from clinvk.adapters.http.openai.responses_schemas import (
     ResponseStatus,
     ResponsesUsage,
 )
-from clinvk.adapters.http.openai.translate import PART_SEPARATOR, SYSTEM_SEPARATOR
+from clinvk.adapters.http.openai.translate import (
+    JSON_OBJECT_INSTRUCTION,
+    PART_SEPARATOR,
+    SYSTEM_SEPARATOR,
+    effort,
+    response_format,
+    with_instruction,
+)
 from clinvk.domain.chat import (
     Turn,
     render_conversation,
@@ -51,7 +59,7 @@ from clinvk.domain.chat import (
 )
 from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
-from clinvk.domain.models import PromptRequest, StopReason, TokenUsage
+from clinvk.domain.models import Effort, PromptRequest, StopReason, TokenUsage
 
 #: Session metadata key holding `{"latest": id, "stored": {id: response}, "history":
 #: [entry, ...]}` (history: every turn of the session, see HistoryEntry).
@@ -103,8 +111,22 @@ def _refuse_part(param: str, what: str) -> InvalidRequest:
     )
 
 
-def content_text(content: ResponsesContent, where: str) -> str:
-    """The text of an item's content; a part clinvk cannot carry is a 400 naming it."""
+def _image(part: ResponsesInputImagePart, param: str, slots: ImageSlots | None) -> str:
+    """An `input_image`: a slot in `slots` (user messages), else a mention for history."""
+    if part.image_url is None:
+        raise InvalidRequest(
+            f"{param}: uploaded images (file_id) are not supported, clinvk has no Files "
+            "API; send the image as a data: URL in image_url",
+            field=param,
+        )
+    return slots.url(part.image_url, f"{param}.image_url") if slots is not None else "[image]"
+
+
+def content_text(
+    content: ResponsesContent, where: str, slots: ImageSlots | None = None
+) -> str:
+    """The text of an item's content (an image takes a slot in `slots`); a part clinvk
+    cannot carry is a 400 naming it."""
     if isinstance(content, str):
         return content
     texts: list[str] = []
@@ -113,7 +135,7 @@ def content_text(content: ResponsesContent, where: str) -> str:
         if isinstance(part, (ResponsesInputTextPart, ResponsesOutputTextPart)):
             texts.append(part.text)
         elif isinstance(part, ResponsesInputImagePart):
-            raise _refuse_part(param, "an image part ('input_image')")
+            texts.append(_image(part, param, slots))
         elif isinstance(part, ResponsesInputFilePart):
             raise _refuse_part(param, "a file part ('input_file')")
         elif isinstance(part, ResponsesInputAudioPart):
@@ -155,9 +177,10 @@ def decode_item(raw: dict[str, Any], where: str) -> ResponsesInputItem | None:
         raise InvalidRequest(f"invalid {where}: {detail}", field=field) from None
 
 
-def input_turns(body: OpenAIResponsesRequest) -> list[Turn]:
+def input_turns(body: OpenAIResponsesRequest, slots: ImageSlots | None = None) -> list[Turn]:
     """Every input item that carries text, as a turn, in order (system and developer
-    messages included; `instructions` are not an item)."""
+    messages included; `instructions` are not an item); images of user messages take
+    slots in `slots`."""
     if isinstance(body.input, str):
         return [Turn(role="user", text=body.input)]
     turns: list[Turn] = []
@@ -167,7 +190,9 @@ def input_turns(body: OpenAIResponsesRequest) -> list[Turn]:
         if item is None:
             continue
         if isinstance(item, ResponsesMessageItem):
-            turns.append(Turn(role=item.role, text=content_text(item.content, where)))
+            user_slots = slots if item.role == "user" else None
+            turns.append(Turn(role=item.role,
+                              text=content_text(item.content, where, user_slots)))
         elif isinstance(item, ResponsesFunctionCallItem):
             turns.append(Turn(role="assistant",
                               text=tool_call_text(item.name, item.call_id, item.arguments)))
@@ -187,16 +212,40 @@ def input_turns(body: OpenAIResponsesRequest) -> list[Turn]:
 _SYSTEM_ROLES = ("system", "developer")
 
 
-def split_input(body: OpenAIResponsesRequest) -> tuple[str | None, list[Turn]]:
+def split_input(
+    body: OpenAIResponsesRequest, slots: ImageSlots | None = None
+) -> tuple[str | None, list[Turn]]:
     """The system prompt (`instructions`, then system/developer messages) and the turns."""
     system = [body.instructions] if body.instructions else []
     turns: list[Turn] = []
-    for turn in input_turns(body):
+    for turn in input_turns(body, slots):
         if turn.role in _SYSTEM_ROLES:
             system.append(turn.text)
         else:
             turns.append(turn)
     return SYSTEM_SEPARATOR.join(system) or None, turns
+
+
+def reasoning_effort(body: OpenAIResponsesRequest) -> Effort | None:
+    """The run's effort from `reasoning.effort` (as `reasoning_effort` on chat)."""
+    value = (body.reasoning or {}).get("effort")
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest("reasoning.effort must be a string", field="reasoning.effort")
+    return effort(value, "reasoning.effort")
+
+
+def text_format(body: OpenAIResponsesRequest) -> tuple[dict | None, bool]:
+    """(the JSON Schema of a `json_schema` text format, whether `json_object` asks for
+    JSON), from `text.format` (its schema sits in the format itself, not under
+    `json_schema` as on chat)."""
+    fmt = (body.text or {}).get("format")
+    if fmt is None:
+        return None, False
+    if not isinstance(fmt, dict):
+        raise InvalidRequest("text.format must be an object", field="text.format")
+    if fmt.get("type") == "json_schema":
+        fmt = {"type": "json_schema", "json_schema": {"schema": fmt.get("schema")}}
+    return response_format(fmt, "text.format")
 
 
 def to_prompt_request(
@@ -221,8 +270,12 @@ def to_prompt_request(
     if "\x00" in body.model:  # it may become a CLI argument, where NUL cannot go
         raise InvalidRequest("model must not contain a NUL character", field="model")
     route = route_model(body.model, config, backends)
-    system_prompt, turns = split_input(body)
-    prompt = render_conversation([*(earlier or []), *turns])
+    slots = ImageSlots(config.server)
+    system_prompt, turns = split_input(body, slots)
+    schema, json_object = text_format(body)
+    if json_object:
+        system_prompt = with_instruction(system_prompt, JSON_OBJECT_INSTRUCTION)
+    prompt, images = slots.finish(render_conversation([*(earlier or []), *turns]))
     if not prompt.strip():
         raise InvalidRequest("input carries no text to send", field="input")
     options = body.clinvk
@@ -230,7 +283,10 @@ def to_prompt_request(
         backend=route.backend,
         model=route.model,
         prompt=prompt,
+        images=images,
         system_prompt=system_prompt,
+        effort=(options.effort if options else None) or reasoning_effort(body),
+        output_schema=schema,
         max_tokens=body.max_output_tokens,
         metadata=dict(body.metadata or {}),
         session_id=session_id,
