@@ -397,3 +397,9 @@ async def test_stdio_answers_garbage_with_parse_errors(services):
                         "error": {"code": -32700, "message": "parse error"}},
                        {"jsonrpc": "2.0", "id": 1, "result": {}}]
 
+
+
+async def test_a_browser_client_can_read_its_session_id(http):
+    """CORS exposes Mcp-Session-Id, so an MCP client in a local page can keep its session."""
+    r = _post(http, INIT, origin="http://localhost:6274")
+    assert "mcp-session-id" in r.headers["access-control-expose-headers"].lower()

@@ -24,6 +24,8 @@ EXPOSED = [
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
     "traceparent",
+    # A browser MCP client reads its session id from the initialize answer.
+    "Mcp-Session-Id",
 ]
 
 
