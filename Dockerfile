@@ -37,7 +37,7 @@ RUN mkdir -p /opt/clis/bin \
 # -- runtime ----------------------------------------------------------------------------
 FROM ${BASE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 ca-certificates git \
+ && apt-get install -y --no-install-recommends python3 ca-certificates git tini \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin clinvk \
  && mkdir -p /home/clinvk/work /home/clinvk/.clinvk \
@@ -55,5 +55,8 @@ EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s \
   CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4).status != 200)"]
-ENTRYPOINT ["clinvk"]
+# tini is PID 1: it reaps the zombies every orphaned process leaves (PID 1 inherits them,
+# and clinvk is no init), passes SIGTERM on to clinvk, and exits with clinvk's status, so a
+# crashed server stops the container and the kernel ends every process still in it.
+ENTRYPOINT ["/usr/bin/tini", "--", "clinvk"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -214,3 +214,5 @@ class BackendInfo(msgspec.Struct, frozen=True, kw_only=True):
     path: str | None = None
     #: What `<cli> --version` answered at start-up; None until known.
     version: str | None = None
+    #: Why it is not available (a configured command that is gone, ...); None when it is.
+    problem: str | None = None

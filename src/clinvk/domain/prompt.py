@@ -89,8 +89,11 @@ class PromptService:
         names = self._runner.names()
         if name not in names:
             raise UnknownBackend(name, names)
-        if not self._runner.info(name).available:
-            raise BackendUnavailable(name, "its command was not found or it is disabled")
+        info = self._runner.info(name)
+        if not info.available:
+            raise BackendUnavailable(
+                name, info.problem or "its command was not found or it is disabled"
+            )
 
     def workdir(self, path: str | None) -> str:
         """The real, policy-checked workdir for a request."""

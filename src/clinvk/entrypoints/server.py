@@ -18,8 +18,8 @@ from clinvk.domain.errors import ClinvkError
 from clinvk.domain.models import PromptRequest, RunSpec
 from clinvk.domain.services import Services
 from clinvk.entrypoints.bootstrap import bootstrap
-from clinvk.entrypoints.recovery import reap_interrupted_runs
 from clinvk.entrypoints.mcp import mcp_routes
+from clinvk.entrypoints.recovery import reap_interrupted_runs
 
 if TYPE_CHECKING:
     from clinvk.adapters.backends.discovery import CliLocation
