@@ -69,9 +69,16 @@ def _cleanup(services: Services) -> None:
 
 
 def _prepare(services: Services) -> None:
-    discover = getattr(services.runner, "discover", None)
+    """Find the CLIs and start their `--version` probes, as `clinvk serve` does."""
+    from clinvk.entrypoints.server import backend_reporter  # server imports this module
+
+    runner = services.runner
+    discover = getattr(runner, "discover", None)
     if discover is not None:
         discover()
+    probe_versions = getattr(runner, "probe_versions", None)
+    if probe_versions is not None:
+        probe_versions(backend_reporter(get_logger("clinvk.backends")))
 
 
 def run_mcp(config: Config, *, transport: str, expose_health: bool) -> int:
