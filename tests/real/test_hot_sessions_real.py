@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Self
 
 import httpx
 import pytest
@@ -48,29 +49,35 @@ def _settled_pids(server, count: int) -> set[int]:
 
 
 def _is_claude(pid: int) -> bool:
+    return _is_cli(pid, "claude")
+
+
+def _is_cli(pid: int, name: str) -> bool:
+    """Whether `pid` is the CLI itself (not clinvk's supervisor, not a helper it ran)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return b"supervise.py" not in b" ".join(argv) and any(b"claude" in a for a in argv[:2])
+    return b"supervise.py" not in b" ".join(argv) and any(name.encode() in a for a in argv[:2])
 
 
 class _Watcher:
     """Every CLI process seen while a request runs, sampled from another thread."""
 
-    def __init__(self, server) -> None:
+    def __init__(self, server, name: str = "claude") -> None:
         self.server = server
+        self.name = name
         self.seen: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.seen.update(self.server.cli_pids())
+            self.seen.update(p for p in self.server.cli_pids() if _is_cli(p, self.name))
             time.sleep(0.01)
 
-    def __enter__(self) -> _Watcher:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -135,3 +142,35 @@ def test_more_sessions_than_allowed_end_the_least_recently_used(hot_server, mode
     assert again["output"] == "again"
     turn = generation_requests(model_double.requests())[-1]
     assert any("ALBATROSS" in text for text in user_texts(turn))
+
+
+def test_codex_turn_two_goes_to_the_app_server_of_turn_one(hot_server, model_double):
+    """codex sessions run on `codex app-server`: turn 2 is one more turn of the process that
+    answered turn 1, streamed piece by piece, with the conversation so far."""
+    model_double.set(reply="first answer")
+    r = httpx.post(hot_server.url + "/api/v1/prompt", timeout=60,
+                   json={"backend": "codex", "prompt": "The secret word is PELICAN."})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["output"] == "first answer"
+    deadline = time.monotonic() + SETTLE_SECS  # a hang guard only
+    while not [p for p in hot_server.cli_pids() if _is_cli(p, "codex")]:
+        assert time.monotonic() < deadline, "no codex process waits"
+        time.sleep(0.05)
+    before = {p for p in hot_server.cli_pids() if _is_cli(p, "codex")}
+    model_double.set(reply="second answer")
+    lines = []
+    with _Watcher(hot_server, "codex") as watch, httpx.stream(
+        "POST", hot_server.url + "/api/v1/prompt", timeout=60,
+        json={"backend": "codex", "prompt": "What is the secret word?",
+              "session_id": first["session_id"], "output_format": "stream-json"},
+    ) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.strip()]
+    assert watch.seen <= before, "turn 2 started a process"
+    assert '"delta"' in "\n".join(lines)  # the app server streams its text
+    turn2 = generation_requests(model_double.requests())[-1]
+    assert any("PELICAN" in text for text in user_texts(turn2))
+    assert "first answer" in assistant_texts(turn2)
+    hot_server.stop()
+    assert hot_server.wait_no_cli() == []

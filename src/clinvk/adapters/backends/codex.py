@@ -480,6 +480,31 @@ class CodexBackend:
         """The prompt as raw stdin text."""
         return prompt.encode("utf-8", "surrogatepass")
 
+    def hot_invocation(
+        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+    ) -> Invocation | None:
+        """The run as a `codex app-server` that takes turn after turn (hot sessions), or None
+        when its options need `exec` (a system prompt file, ephemeral, request flags)."""
+        from clinvk.adapters.backends.codex_app import app_server_argv  # it imports us
+
+        if system_prompt_file or spec.ephemeral or spec.extra:
+            return None
+        flags = list(config.extra_flags)
+        if spec.max_retries is not None:
+            flags += retry_flags(active_provider(flags, user_config(config.env)), spec.max_retries)
+        argv = app_server_argv(command, spec, flags)
+        return Invocation(argv=argv) if argv is not None else None
+
+    def hot_decoder(self, spec: RunSpec, config: BackendConfig):
+        """The decoder of one turn on an app server (it also writes the protocol's side)."""
+        from clinvk.adapters.backends.codex_app import CodexAppDecoder
+
+        return CodexAppDecoder(spec)
+
+    def hot_input(self, spec: RunSpec, decoder, first: bool) -> bytes:
+        """What starts the turn: the protocol's opening on a fresh process, else `turn/start`."""
+        return decoder.opening(first)
+
     def decoder(self, spec: RunSpec, config: BackendConfig) -> CodexDecoder:
         notice = None
         if spec.max_retries is not None:

@@ -65,9 +65,12 @@ class HotProcess:
         done: Callable[[], bool],
         timeout: float | None,
         idle_timeout: float | None,
+        replies: Callable[[], bytes] | None = None,
     ) -> tuple[ProcessOutcome, bool]:
         """Write one turn to stdin and hand over stdout lines until `done()` says the turn is
         complete; (outcome, whether the process is still alive and may take another turn).
+        After each line, whatever `replies()` returns is written too (a protocol's next
+        request, answers to the CLI's own requests).
 
         On the deadline, the idle timeout, cancellation or an early exit, the process is
         ended here: only a cleanly finished turn leaves it running.
@@ -105,6 +108,9 @@ class HotProcess:
                 for index, line in enumerate(lines):
                     if line.strip():
                         await on_line(line)
+                        reply = replies() if replies is not None else b""
+                        if reply:
+                            await process.stdin.send(reply)  # type: ignore[union-attr]
                     if done():
                         # keep what came after the turn's last line for the next turn
                         self._stdout = b"\n".join([*lines[index + 1 :], self._stdout])

@@ -148,12 +148,10 @@ class SubprocessBackendRunner:
 
     def info(self, backend: str) -> BackendInfo:
         self._backend(backend)
-        found = self.locate(backend)
-        path = found.path
+        path = self.executable(backend)
         return BackendInfo(
             name=backend,
             available=path is not None,
-            problem=found.problem if path is None else None,
             model=self._config.backend(backend).model or None,
             warm_pool_size=self.pool.size(backend),
             warm_pool_ready=self.pool.ready(backend),
@@ -213,15 +211,21 @@ class SubprocessBackendRunner:
             limits.append(overall - (self.groups.count() - self.hot.count()))
         return max(0, min(limits)) if limits else None
 
-    def _hot_signature(self, backend: CliBackend, spec: RunSpec, cfg, exe: str, decoder):
-        """The invocation a hot process of this session must have been started with, or
-        None when this run cannot leave a process waiting for the next turn."""
-        if not self.hot.enabled or spec.ephemeral or spec.system_prompt:
-            return None
-        if not hasattr(decoder, "turn_done"):
+    def _hot(self, backend: CliBackend, spec: RunSpec, cfg, exe: str):
+        """(signature, invocation) of the process that takes this session's turns, or None
+        when this run cannot leave a process waiting for the next turn. The signature is
+        that of the session's first turn: a later turn matches only with the same options."""
+        make = getattr(backend, "hot_invocation", None)
+        if make is None or not self.hot.enabled or spec.ephemeral or spec.system_prompt:
             return None  # the CLI cannot take another turn in the same process
-        fresh = self._warm(backend, msgspec.structs.replace(spec, resume_id=None), cfg, exe, None)
-        return fresh[0] if fresh is not None else None
+        if needs_files(spec):
+            return None
+        fresh = make(msgspec.structs.replace(spec, resume_id=None), cfg, exe, None)
+        inv = make(spec, cfg, exe, None)
+        if fresh is None or inv is None:
+            return None
+        env = self._environment.build(backend.env_prefixes, cfg, fresh.env)
+        return pool_key(fresh.argv, spec.workdir, env), inv
 
     def command(self, spec: RunSpec) -> tuple[str, ...]:
         backend = self._backend(spec.backend)
@@ -248,9 +252,17 @@ class SubprocessBackendRunner:
             )
             if inv.stdin is not None:
                 stdin_file = _write_temp(inv.stdin, ".txt")
-            decoder = backend.decoder(spec, cfg)
             env = self._environment.build(backend.env_prefixes, cfg, inv.env)
-            hot_sig = self._hot_signature(backend, spec, cfg, exe, decoder)
+
+            def env_of(invocation) -> dict[str, str]:
+                return self._environment.build(backend.env_prefixes, cfg, invocation.env)
+
+            hot_form = self._hot(backend, spec, cfg, exe)
+            hot_sig = hot_form[0] if hot_form is not None else None
+            decoder = (
+                backend.hot_decoder(spec, cfg)  # type: ignore[attr-defined]
+                if hot_form is not None else backend.decoder(spec, cfg)
+            )
             hot: HotProcess | None = None
             token = 0
             if spec.resume_id and self.hot.enabled:
@@ -259,9 +271,13 @@ class SubprocessBackendRunner:
                     await self.hot.end(spec.resume_id)  # it would miss this turn
                 else:
                     hot = await self.hot.take(spec.resume_id, hot_sig)
-            want_warm = hot is None and (cfg.warm_pool > 0 or hot_sig is not None)
-            warm = self._warm(backend, spec, cfg, exe, sp_file) if want_warm else None
-            pooled = warm is not None and cfg.warm_pool > 0
+            warm = self._warm(backend, spec, cfg, exe, sp_file) if cfg.warm_pool > 0 else None
+            # A pooled process serves a hot run only when it was started in the hot form
+            # (claude's warm form is; codex's `exec -` is not an app server).
+            pooled = hot is None and warm is not None and (
+                hot_form is None
+                or warm[0] == pool_key(hot_form[1].argv, spec.workdir, env_of(hot_form[1]))
+            )
             cli = await self.pool.take(warm[0]) if pooled and warm is not None else None
             # A miss with options that can recur (not a one-off system prompt file or a
             # resume id) teaches the pool that signature, so the next such request is warm.
@@ -292,15 +308,16 @@ class SubprocessBackendRunner:
 
             started = time.monotonic()
             try:
-                if hot is not None or cli is not None:
-                    feed = backend.warm_input(spec.prompt)  # type: ignore[attr-defined]
-                elif hot_sig is not None and warm is not None:
-                    # Started in its read-the-prompt-later form, so it can take the next turn.
-                    warm_env = self._environment.build(backend.env_prefixes, cfg, warm[1].env)
-                    cli = await spawn(
-                        warm[1].argv, cwd=spec.workdir, env=warm_env, stdin=True,
-                        label=spec.backend,
-                    )
+                if hot_form is not None:
+                    if hot is None and cli is None:
+                        # Started in its take-turns form, so it can take the next turn too.
+                        cli = await spawn(
+                            hot_form[1].argv, cwd=spec.workdir, env=env_of(hot_form[1]),
+                            stdin=True, label=spec.backend,
+                        )
+                    first = hot is None or hot.turns == 0
+                    feed = backend.hot_input(spec, decoder, first)  # type: ignore[attr-defined]
+                elif cli is not None:
                     feed = backend.warm_input(spec.prompt)  # type: ignore[attr-defined]
                 else:
                     piped = inv.input is not None
@@ -312,7 +329,7 @@ class SubprocessBackendRunner:
             except OSError as exc:
                 raise start_failure(spec.backend, exe, spec.workdir, exc) from exc
             keep = False
-            if hot is None and hot_sig is not None and warm is not None:
+            if hot is None and hot_sig is not None:
                 assert cli is not None
                 hot = HotProcess(cli, hot_sig, self.groups)
 
@@ -323,6 +340,7 @@ class SubprocessBackendRunner:
                         on_line=on_line,
                         on_stderr_line=on_stderr_line,
                         done=lambda: bool(decoder.turn_done),  # type: ignore[attr-defined]
+                        replies=getattr(decoder, "replies", None),
                         timeout=spec.timeout_secs,
                         idle_timeout=spec.idle_timeout_secs,
                     )
