@@ -130,3 +130,100 @@ def test_sigkill_ends_every_cli_and_the_next_server_marks_the_sessions(model_dou
     finally:
         again.stop(signal.SIGTERM)
     assert again.wait_no_cli() == []
+
+
+def _tree(roots: list[int]) -> dict[int, tuple[int, bytes]]:
+    """Every live descendant of `roots`: pid -> (process group, command line)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != b"Z":
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found: dict[int, tuple[int, bytes]] = {}
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            pgid = _pgid(child)
+            if pgid is not None:
+                found[child] = (pgid, b" ".join(a.encode() for a in _cmdline(child)))
+                todo.append(child)
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    left = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                    left.append(pid)
+        except OSError:
+            continue
+    return left
+
+
+def test_sigkill_during_a_silent_tool_run_ends_the_tool_and_its_helpers(model_double,
+                                                                         tmp_path):
+    """kill -9 of the server while claude sits in a long Bash tool run (nothing written for
+    minutes, so no dead pipe would ever stop it) ends claude, the tool's shell and a helper
+    that left the group with setsid, within 2 s; the restarted server marks the session
+    `error`."""
+    assert not missing_clis()
+    model_double.set(tool_use={"name": "Bash", "input": {
+        "command": "setsid sleep 300 & sleep 300", "description": "wait a while"}})
+    server = ClinvkServer(model_double.url, tmp_path).start()
+    seen: dict[str, str] = {}
+    try:
+        body = {"backend": "claude", "prompt": "run the build", "output_format": "stream-json",
+                "extra": ["--allowedTools", "Bash"]}
+
+        def run() -> None:
+            try:
+                with httpx.stream("POST", server.url + "/api/v1/prompt", json=body,
+                                  timeout=SETTLE_SECS * 4) as r:
+                    for line in r.iter_lines():
+                        if line and json.loads(line).get("session_id"):
+                            seen.setdefault("claude", json.loads(line)["session_id"])
+            except httpx.HTTPError:
+                pass
+
+        threading.Thread(target=run, daemon=True).start()
+        deadline = time.monotonic() + SETTLE_SECS * 2
+        while True:
+            supervisors = [p for p in server.cli_pids()
+                           if any(a.endswith("supervise.py") for a in _cmdline(p))]
+            tree = _tree(supervisors)
+            sleeps = [p for p, (_, cmd) in tree.items() if cmd == b"sleep 300"]
+            if len(sleeps) == 2 and seen:
+                break
+            assert time.monotonic() < deadline, tree
+            time.sleep(0.1)
+        [leader] = supervisors
+        assert any(tree[p][0] != leader for p in sleeps)  # one helper left the group
+        victims = [leader, *tree]
+        assert server.process is not None
+        server.process.kill()
+        killed = time.monotonic()
+        server.process.wait()
+        cap = time.monotonic() + SETTLE_SECS
+        while _alive(victims) and time.monotonic() < cap:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - killed
+        assert _alive(victims) == []
+        print(f"kill -9 to no tool process left: {elapsed:.3f} s")
+        assert elapsed < CONTRACT_SECS + MARGIN_SECS, elapsed
+    finally:
+        server.stop(signal.SIGKILL)
+    model_double.reset()
+    again = server.start()
+    try:
+        session = _sessions(again)[seen["claude"]]
+        assert session["status"] == "error" and "interrupted" in session["error"]
+    finally:
+        again.stop(signal.SIGTERM)
+    assert again.wait_no_cli() == []
