@@ -194,6 +194,20 @@ def test_an_earlier_response_without_kept_turns_is_a_400(sdk, runner, store):
     assert len(runner.runs) == runs
 
 
+def test_a_session_begun_elsewhere_keeps_no_partial_history(sdk, runner):
+    """Responses continuing a session begun through chat completions (clinvk.session_id)
+    keep no history, since its earlier turns are not known: branching from one is a 400."""
+    chat = sdk.chat.completions.with_raw_response.create(
+        model="claude", messages=[{"role": "user", "content": "zero"}])
+    session_id = chat.headers["x-clinvk-session-id"]
+    first = sdk.responses.create(model="claude", input="one",
+                                 extra_body={"clinvk": {"session_id": session_id}})
+    sdk.responses.create(model="claude", input="two", previous_response_id=first.id)
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.responses.create(model="claude", input="three", previous_response_id=first.id)
+    assert info.value.body["param"] == "previous_response_id"
+
+
 def test_unknown_previous_response_id_is_a_400(sdk, runner):
     """An unknown previous_response_id is an OpenAI-style 400 naming it; nothing runs."""
     for bad in ("resp_nope", "resp_" + "0" * 32 + "czk5OQ", "x"):
@@ -239,8 +253,9 @@ def test_store_false_keeps_nothing(sdk, store, runner):
         sdk.responses.retrieve(response.id)
 
 
-def test_image_input_is_a_clear_400(sdk, runner):
-    """An input_image part is refused with a 400 naming it; nothing runs."""
+def test_image_input_that_is_no_image_is_a_clear_400(sdk, runner):
+    """An input_image whose data is not an image is refused with a 400 naming the part;
+    nothing runs (real images are carried: tests/http/test_images.py)."""
     with pytest.raises(openai.BadRequestError) as info:
         sdk.responses.create(model="claude", input=[{"role": "user", "content": [
             {"type": "input_text", "text": "what is this?"},

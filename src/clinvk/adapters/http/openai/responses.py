@@ -155,9 +155,9 @@ class ResponsesApi:
         return _Continuation(earlier=earlier, workdir=session.working_dir)
 
     async def _keep(self, session_id: str | None, response: OpenAIResponse,
-                    turns: list[Turn]) -> None:
+                    turns: list[Turn], *, fresh: bool) -> None:
         """Record the response as its session's latest, and its turns in the session's
-        history; store it unless `store: false`."""
+        history (begun by a `fresh` session's first turn); store it unless `store: false`."""
         if session_id is None:
             return
         value = msgspec.to_builtins(response) if response.store else None
@@ -168,9 +168,14 @@ class ResponsesApi:
             stored = dict(_stored(current))
             if value is not None:
                 stored[response.id] = value
+            record: dict[str, Any] = {"latest": response.id, "stored": stored}
             history = _record(current).get("history")
-            history = [*history, entry] if isinstance(history, list) else [entry]
-            record = {"latest": response.id, "stored": stored, "history": history}
+            if fresh:
+                record["history"] = [entry]
+            elif isinstance(history, list):
+                record["history"] = [*history, entry]
+            # else: a session whose earlier turns were not kept (older, or run through
+            # another API) gets no history, as a partial one would replay a wrong past.
             return msgspec.structs.replace(
                 current, metadata={**current.metadata, METADATA_KEY: record}
             )
@@ -196,15 +201,16 @@ class ResponsesApi:
         if continued.workdir and prompt.workdir is None:
             prompt = msgspec.structs.replace(prompt, workdir=continued.workdir)
         turns = [*continued.earlier, *input_turns(body)]
+        fresh = continued.session_id is None
         if body.stream:
-            return self._stream(body, prompt, turns)  # type: ignore[return-value]
+            return self._stream(body, prompt, turns, fresh)  # type: ignore[return-value]
         try:
             result = await until_disconnect(request, lambda: self.services.prompt.run(prompt))
         except ClientDisconnected:
             return Response(status_code=499)
         response = self._final(body, prompt, result, new_response_id(result.session_id),
                                message_id(), now())
-        await self._keep(result.session_id, response, turns)
+        await self._keep(result.session_id, response, turns, fresh=fresh)
         headers = {BACKEND_HEADER: result.backend}
         if result.session_id:
             headers[SESSION_HEADER] = result.session_id
@@ -235,7 +241,7 @@ class ResponsesApi:
         )
 
     def _stream(self, body: OpenAIResponsesRequest, prompt: PromptRequest,
-                turns: list[Turn]) -> EventStreamResponse:
+                turns: list[Turn], fresh: bool) -> EventStreamResponse:
         created_at, msg_id = now(), message_id()
         state: dict[str, Any] = {"seq": 0, "id": None, "text": []}
 
@@ -305,7 +311,7 @@ class ResponsesApi:
             streamed = "".join(state["text"])
             text = streamed or result.output
             final.output[0].content = [ResponsesOutputText(text=text)]
-            await self._keep(result.session_id, final, turns)
+            await self._keep(result.session_id, final, turns, fresh=fresh)
             await emit(frame("response.output_text.done", item_id=msg_id, output_index=0,
                              content_index=0, text=text, logprobs=[]))
             await emit(frame("response.content_part.done", item_id=msg_id, output_index=0,
