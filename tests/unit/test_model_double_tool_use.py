@@ -48,3 +48,36 @@ def test_calls_that_do_not_offer_the_tool_get_the_usual_reply():
         events = _events(_call(double, [{"role": "user", "content": "hi"}], []))
     assert "".join(e["delta"]["text"] for e in events
                    if e["type"] == "content_block_delta") == "plain"
+
+
+def test_openai_and_gemini_calls_get_their_own_function_calls():
+    """The Responses API gets a function_call item, Gemini a functionCall part; the call
+    after the function's output is answered with that output."""
+    name = TOOL["name"]
+    with ModelDouble(tool_use=TOOL) as double:
+        first = httpx.post(double.url + "/v1/responses", timeout=30, json={
+            "model": "m", "stream": True, "input": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "name": name}]})
+        done = [e for e in _events(first) if e["type"] == "response.output_item.done"]
+        item = done[0]["item"]
+        assert (item["type"], item["name"]) == ("function_call", name)
+        assert json.loads(item["arguments"]) == TOOL["input"]
+        second = httpx.post(double.url + "/v1/responses", timeout=30, json={
+            "model": "m", "stream": True, "tools": [{"type": "function", "name": name}],
+            "input": [item, {"type": "function_call_output", "call_id": item["call_id"],
+                             "output": "codex: ok"}]})
+        assert "".join(e["delta"] for e in _events(second)
+                       if e["type"] == "response.output_text.delta") == "codex: ok"
+
+        path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        tools = [{"functionDeclarations": [{"name": name}]}]
+        call = _events(httpx.post(double.url + path, timeout=30, json={
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tools": tools}))
+        part = call[0]["candidates"][0]["content"]["parts"][0]["functionCall"]
+        assert part == {"name": name, "args": TOOL["input"]}
+        answer = _events(httpx.post(double.url + path, timeout=30, json={"tools": tools,
+            "contents": [{"role": "model", "parts": [{"functionCall": part}]},
+                         {"role": "user", "parts": [{"functionResponse": {
+                             "name": name, "response": {"output": "gemini: ok"}}}]}]}))
+        text = "".join(p["text"] for c in answer for p in c["candidates"][0]["content"]["parts"])
+        assert json.loads(text) == {"output": "gemini: ok"}

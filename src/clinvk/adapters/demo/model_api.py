@@ -13,8 +13,8 @@ Knobs (constructor kwargs, CLI flags, or `POST /_control` at runtime):
   injected failure as one API would send it (a 429 with `retry-after`, an Anthropic 529
   `overloaded_error`, an OpenAI `insufficient_quota`, a Gemini `RESOURCE_EXHAUSTED` with
   `RetryInfo`), for the calls of one CLI only if asked;
-  tool_use makes an Anthropic call that offers that tool call it, and answers the call
-  that carries its result with the result's text (an agent CLI as an MCP client).
+  tool_use makes a call that offers that tool (any of the three APIs) call it, and answers
+  the call that carries its result with the result's text (an agent CLI as an MCP client).
 Control endpoints: GET/POST /_control, POST /_reset, GET/DELETE /_log.
 
 Stdlib only: the test suite and the demo need nothing else to run it.
@@ -49,8 +49,8 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "fail_message": None,  # the error message (default: "injected <status>")
     "fail_extra": None,  # fields added to the body's error object ({"details": [RetryInfo]})
     "fail_calls": None,  # fail only this many calls, then answer normally (None: all)
-    # {"name": ..., "input": {...}}: an Anthropic call whose `tools` offer `name` is answered
-    # with a call to it; the next call, carrying its tool_result, with the result's text.
+    # {"name": ..., "input": {...}}: a call whose tools offer `name` is answered with a call
+    # to it; the next call, carrying its result, with the result's text.
     "tool_use": None,
 }
 
@@ -235,22 +235,72 @@ def _anthropic_tool_events(model: str, name: str, arguments: dict, usage_in: int
     yield "message_stop", {"type": "message_stop"}
 
 
-def _tool_result_text(request: dict) -> str | None:
-    """The text of the tool_result blocks in the request's last message; None without any."""
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return None
-    content = messages[-1].get("content") if isinstance(messages[-1], dict) else None
-    results = [b for b in content or [] if isinstance(b, dict) and b.get("type") == "tool_result"]
-    if not results:
-        return None
-    return "".join("".join(_texts(b.get("content"))) for b in results)
+def _last(items: Any) -> Any:
+    return items[-1] if isinstance(items, list) and items else None
 
 
-def _offers_tool(request: dict, name: str) -> bool:
+def _tool_result_text(api: str, request: dict) -> str | None:
+    """The text of the tool results the request ends with (Anthropic tool_result blocks,
+    OpenAI function_call_output items, Gemini functionResponse parts); None without any."""
+    if api == "anthropic":
+        last = _last(request.get("messages"))
+        content = last.get("content") if isinstance(last, dict) else None
+        results = [b for b in content or [] if isinstance(b, dict)
+                   and b.get("type") == "tool_result"]
+        return "".join("".join(_texts(b.get("content"))) for b in results) if results else None
+    if api == "openai":
+        last = _last(request.get("input"))
+        if not (isinstance(last, dict) and last.get("type") == "function_call_output"):
+            return None
+        output = last.get("output")
+        return output if isinstance(output, str) else "".join(_texts(output))
+    last = _last(request.get("contents"))
+    parts = last.get("parts") if isinstance(last, dict) else None
+    results = [p["functionResponse"] for p in parts or [] if isinstance(p, dict)
+               and isinstance(p.get("functionResponse"), dict)]
+    return "".join(json.dumps(r.get("response")) for r in results) if results else None
+
+
+def _offers_tool(api: str, request: dict, name: str) -> bool:
     tools = request.get("tools")
-    return isinstance(tools, list) and any(
-        isinstance(t, dict) and t.get("name") == name for t in tools)
+    if not isinstance(tools, list):
+        return False
+    if api == "gemini":
+        tools = [f for t in tools if isinstance(t, dict)
+                 for f in t.get("functionDeclarations") or []]
+    return any(isinstance(t, dict) and t.get("name") == name for t in tools)
+
+
+def _openai_tool_events(model: str, name: str, arguments: dict, usage_in: int):
+    """The Responses API event sequence of one function call."""
+    resp_id = "resp_" + uuid.uuid4().hex[:20]
+    base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
+            "model": model, "status": "in_progress", "output": []}
+    args = json.dumps(arguments)
+    item = {"id": "fc_" + uuid.uuid4().hex[:20], "type": "function_call", "status": "completed",
+            "call_id": "call_" + uuid.uuid4().hex[:20], "name": name, "arguments": args}
+    yield "response.created", {"response": base}
+    yield "response.output_item.added", {"output_index": 0, "item": {
+        **item, "status": "in_progress", "arguments": ""}}
+    yield "response.function_call_arguments.delta", {"item_id": item["id"], "output_index": 0,
+                                                     "delta": args}
+    yield "response.function_call_arguments.done", {"item_id": item["id"], "output_index": 0,
+                                                    "arguments": args}
+    yield "response.output_item.done", {"output_index": 0, "item": item}
+    usage = {"input_tokens": usage_in, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": 1, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": usage_in + 1}
+    yield "response.completed", {"response": {**base, "status": "completed", "output": [item],
+                                              "usage": usage}}
+
+
+def _gemini_call_chunk(model: str, name: str, arguments: dict, usage_in: int) -> dict:
+    """One (last) Gemini chunk whose only part calls function `name`."""
+    cand = {"content": {"parts": [{"functionCall": {"name": name, "args": arguments}}],
+                        "role": "model"}, "finishReason": "STOP", "index": 0}
+    return {"candidates": [cand], "modelVersion": model, "usageMetadata": {
+        "promptTokenCount": usage_in, "candidatesTokenCount": 1,
+        "totalTokenCount": usage_in + 1}}
 
 
 def _openai_events(model: str, pieces: list[str], usage_in: int):
@@ -431,8 +481,22 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "count_tokens":
             return self._send_json(200, {"input_tokens": n_in} if api == "anthropic"
                                    else {"totalTokens": n_in})
+        tool = k["tool_use"]
+        calls_tool = False
+        if tool and _offers_tool(api, req, tool["name"]):
+            result = _tool_result_text(api, req)
+            calls_tool = result is None
+            if result is not None:
+                text, pieces = result, split_pieces(result)
         if api == "gemini":
             model = _GEMINI_RE.match(urlsplit(self.path).path.rstrip("/")).group(1)
+            if calls_tool:
+                chunk = _gemini_call_chunk(model, tool["name"], tool.get("input") or {}, n_in)
+                if kind != "stream":
+                    return self._send_json(200, chunk)
+                self._start_stream()
+                self._chunk(f"data: {json.dumps(chunk)}\r\n\r\n")
+                return self._chunk("")
             if kind == "stream":
                 self._start_stream()
                 for i, piece in enumerate(pieces or [""]):
@@ -446,16 +510,16 @@ class _Handler(BaseHTTPRequestHandler):
 
         model = req.get("model") or ("claude-double" if api == "anthropic" else "gpt-double")
         events = _anthropic_events if api == "anthropic" else _openai_events
-        tool = k["tool_use"]
-        if api == "anthropic" and tool and _offers_tool(req, tool["name"]):
-            result = _tool_result_text(req)
-            if result is None:
-                self._start_stream()
-                for name, data in _anthropic_tool_events(model, tool["name"],
-                                                         tool.get("input") or {}, n_in):
-                    self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n")
-                return self._chunk("")
-            text, pieces = result, split_pieces(result)
+        if calls_tool:
+            call = _anthropic_tool_events if api == "anthropic" else _openai_tool_events
+            self._start_stream()
+            seq = 0
+            for name, data in call(model, tool["name"], tool.get("input") or {}, n_in):
+                if api == "openai":
+                    data = {"type": name, "sequence_number": seq, **data}
+                    seq += 1
+                self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n")
+            return self._chunk("")
         if req.get("stream") or api == "openai":  # codex always streams /v1/responses
             self._start_stream()
             seq = 0
