@@ -174,3 +174,36 @@ def test_codex_turn_two_goes_to_the_app_server_of_turn_one(hot_server, model_dou
     assert "first answer" in assistant_texts(turn2)
     hot_server.stop()
     assert hot_server.wait_no_cli() == []
+
+
+def test_gemini_turn_two_goes_to_the_acp_process_of_turn_one(hot_server, model_double):
+    """gemini sessions run on `gemini --acp`: turn 2 is one more prompt to the process that
+    answered turn 1, with the conversation so far; a session deleted ends it."""
+    model_double.set(reply="first answer")
+    r = httpx.post(hot_server.url + "/api/v1/prompt", timeout=120,
+                   json={"backend": "gemini", "prompt": "The secret word is PELICAN."})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["output"] == "first answer"
+    deadline = time.monotonic() + SETTLE_SECS  # a hang guard only
+    while not [p for p in hot_server.cli_pids() if _is_cli(p, "gemini")]:
+        assert time.monotonic() < deadline, "no gemini process waits"
+        time.sleep(0.05)
+    before = {p for p in hot_server.cli_pids() if _is_cli(p, "gemini")}
+    model_double.set(reply="second answer")
+    with _Watcher(hot_server, "gemini") as watch:
+        r = httpx.post(hot_server.url + "/api/v1/prompt", timeout=120,
+                       json={"backend": "gemini", "prompt": "What is the secret word?",
+                             "session_id": first["session_id"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["output"] == "second answer"
+    assert watch.seen <= before, "turn 2 started a process"
+    turn2 = generation_requests(model_double.requests())[-1]
+    assert any("PELICAN" in text for text in user_texts(turn2))
+    assert "first answer" in assistant_texts(turn2)
+    r = httpx.delete(hot_server.url + f"/api/v1/sessions/{first['session_id']}", timeout=30)
+    assert r.status_code in (200, 204), r.text
+    deadline = time.monotonic() + SETTLE_SECS  # a hang guard only
+    while [p for p in hot_server.cli_pids() if _is_cli(p, "gemini")]:
+        assert time.monotonic() < deadline, "the gemini process outlived its session"
+        time.sleep(0.05)

@@ -397,6 +397,29 @@ class GeminiBackend:
             argv.append(f"--prompt={prompt}")
         return inv
 
+    def hot_invocation(
+        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+    ) -> Invocation | None:
+        """The run as a `gemini --acp` process that takes turn after turn (hot sessions), or
+        None when it needs a one-run system prompt file."""
+        if system_prompt_file:
+            return None
+        bare = msgspec.structs.replace(spec, resume_id=None, prompt="")
+        inv = self.invocation(bare, config, command, None)
+        argv = [a for a in inv.argv if not a.startswith("--prompt=")]
+        argv[1:3] = ["--acp"]  # in place of `-o stream-json`
+        return Invocation(argv=argv, env=inv.env)
+
+    def hot_decoder(self, spec: RunSpec, config: BackendConfig):
+        """The decoder of one turn on an ACP process (it also writes the protocol's side)."""
+        from clinvk.adapters.backends.gemini_acp import GeminiAcpDecoder
+
+        return GeminiAcpDecoder(spec)
+
+    def hot_input(self, spec: RunSpec, decoder, first: bool) -> bytes:
+        """What starts the turn: the protocol's opening on a fresh process, else the prompt."""
+        return decoder.opening(first)
+
     def decoder(self, spec: RunSpec, config: BackendConfig) -> GeminiDecoder:
         attempts = self.max_attempts(spec)
         notice = None
