@@ -84,7 +84,7 @@ class ServerConfig(_Section):
     #: demand gives one process back (never below `backends.<name>.warm_pool`).
     warm_pool_shrink_secs: float = 60
     #: Sessions whose CLI process stays alive after a turn, waiting for the next one
-    #: (claude, codex); the least recently used is ended beyond this. 0 = off.
+    #: (claude, codex, gemini); the least recently used is ended beyond this. 0 = off.
     hot_sessions_max: int = 0
     #: A hot session process waiting longer than this for its next turn is ended.
     hot_session_idle_secs: float = 120
