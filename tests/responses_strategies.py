@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from clinvk.domain.config import ServerConfig
+from tests.support.images import data_url
+
+#: Most images a request may carry under the default config.
+MAX_IMAGES = ServerConfig().max_images
+
 _chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 words = st.text(alphabet=_chars, min_size=1, max_size=20).filter(lambda s: s.strip())
 json_values = st.recursive(
@@ -20,22 +26,26 @@ _REFUSED_PARTS = ("input_image", "input_file", "input_audio")
 
 @st.composite
 def parts(draw):
-    """`(part, refused)`: a content part and whether clinvk must refuse it."""
-    kind = draw(st.sampled_from(_TEXT_PARTS + _REFUSED_PARTS + ("refusal",)))
-    if kind in _REFUSED_PARTS:
-        return {"type": kind, "image_url": "data:image/png;base64,AA=="}, True
+    """`(part, refused, image)`: a content part, whether clinvk must refuse it wherever it
+    is, and whether it is an image clinvk carries (in user messages and tool outputs)."""
+    kind = draw(st.sampled_from(_TEXT_PARTS + _REFUSED_PARTS + ("refusal", "image")))
+    if kind == "image":
+        return {"type": "input_image", "image_url": data_url(), "detail": "auto"}, False, True
+    if kind in _REFUSED_PARTS:  # an input_image whose data is not an image is refused
+        return {"type": kind, "image_url": "data:image/png;base64,AA=="}, True, False
     if kind == "refusal":
-        return {"type": kind, "refusal": draw(words)}, False
-    return {"type": kind, "text": draw(words)}, False
+        return {"type": kind, "refusal": draw(words)}, False, False
+    return {"type": kind, "text": draw(words)}, False, False
 
 
 @st.composite
 def contents(draw):
-    """`(content, refused)`: a string, or a list of parts."""
+    """`(content, refused, images)`: a string, or a list of parts (`images`: how many
+    images clinvk would carry)."""
     if draw(st.booleans()):
-        return draw(words), False
+        return draw(words), False, 0
     drawn = draw(st.lists(parts(), min_size=1, max_size=3))
-    return [p for p, _ in drawn], any(r for _, r in drawn)
+    return [p for p, _, _ in drawn], any(r for _, r, _ in drawn), sum(i for _, _, i in drawn)
 
 
 @st.composite
@@ -58,14 +68,15 @@ def items(draw):
                 "encrypted_content": draw(words)}, False
     if kind == "additional_tools":  # codex's tool list: accepted, left out of the prompt
         return {"type": kind, "role": "developer", "tools": draw(json_values)}, False
-    content, refused = draw(contents())
+    content, refused, images = draw(contents())
     if kind in ("function_call_output", "custom_tool_call_output"):
-        return {"type": kind, "call_id": draw(words), "output": content}, refused
+        return {"type": kind, "call_id": draw(words), "output": content}, (refused, images)
     role = draw(st.sampled_from(("user", "system", "developer", "assistant")))
     item = {"role": role, "content": content}
     if kind == "message":
         item["type"] = "message"
-    return item, refused
+    # Images are carried in user messages only.
+    return item, (refused or (images > 0 and role != "user"), images)
 
 
 @st.composite
@@ -79,7 +90,8 @@ def requests(draw):
         # A user message last, so there is always something to answer.
         drawn.append(({"role": "user", "content": draw(words)}, False))
         body["input"] = [i for i, _ in drawn]
-        refused = any(r for _, r in drawn)
+        marks = [m if isinstance(m, tuple) else (m, 0) for _, m in drawn]
+        refused = any(r for r, _ in marks) or sum(n for _, n in marks) > MAX_IMAGES
     if draw(st.booleans()):
         body["instructions"] = draw(words)
     for name, values in (("temperature", st.floats(0, 2)), ("top_p", st.floats(0, 1)),

@@ -351,3 +351,36 @@ def test_malformed_formats_are_400(client, runner):
                               400, "invalid_request_error")
     assert message.startswith("output_config.format:")
     assert runner.runs == []
+
+
+# -- the Responses API ---------------------------------------------------------------------
+
+RESPONSES = "/openai/v1/responses"
+
+
+def test_responses_input_image_reaches_the_run(client, runner):
+    """A Responses `input_image` (data URL) in a user message is an image of the run."""
+    r = client.post(RESPONSES, json={"model": "codex", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "what is it"},
+        {"type": "input_image", "image_url": data_url((3, 3, 3)), "detail": "auto"}]}]})
+    assert r.status_code == 200, r.text
+    run = runner.runs[-1]
+    assert [im.data for im in run.images] == [png_bytes((3, 3, 3))]
+    assert run.prompt == "what is it\n[image 1]"
+
+
+@pytest.mark.parametrize(
+    ("part", "status", "wording"),
+    [({"type": "input_image", "image_url": REMOTE}, 400, "server.fetch_remote_images"),
+     ({"type": "input_image", "image_url": "data:image/png;base64," + BIG}, 413,
+      "server.max_image_bytes"),
+     ({"type": "input_image", "file_id": "file-1"}, 400, "file_id")],
+)
+def test_unusable_responses_images_are_refused(client, runner, part, status, wording):
+    """A remote image (fetching off), one over the size limit or an uploaded file id is
+    refused in OpenAI's envelope, naming the part."""
+    r = client.post(RESPONSES, json={"model": "codex", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "x"}, part]}]})
+    error = openai_error(r, status)
+    assert error["param"].startswith("input[0].content[1]") and wording in error["message"]
+    assert runner.runs == []

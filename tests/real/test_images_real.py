@@ -152,3 +152,15 @@ def test_effort_reaches_geminis_model_call(clinvk_server, model_double):
     assert _post(clinvk_server, "/anthropic/v1/messages", body).status_code == 200
     thinking = _last_call(model_double)["body"]["generationConfig"]["thinkingConfig"]
     assert thinking["thinkingBudget"] == 24576
+
+
+@pytest.mark.parametrize("backend", ["codex", "gemini"])
+def test_a_responses_input_image_reaches_the_cli_as_an_image(clinvk_server, model_double,
+                                                             backend):
+    """A Responses API `input_image` (data URL) is in the CLI's model call as an image."""
+    body = {"model": backend, "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "Describe it"},
+        {"type": "input_image", "image_url": data_url(COLOUR)}]}]}
+    r = _post(clinvk_server, "/openai/v1/responses", body)
+    assert r.status_code == 200, r.text
+    assert ("image/png", png_b64(COLOUR)) in _images(_last_call(model_double)["body"])

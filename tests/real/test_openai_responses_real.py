@@ -61,8 +61,9 @@ def test_stream_helper_gives_the_streamed_text(client, model_double, backend):
     assert final.usage is not None and final.usage.output_tokens == 5
 
 
-def test_image_input_is_a_bad_request_error(client):
-    """An input_image part is a 400 naming it."""
+def test_image_input_that_is_no_image_is_a_bad_request_error(client):
+    """An input_image whose data is not an image is a 400 naming the part (real images
+    reach the CLIs: test_images_real.py)."""
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="claude", input=[{"role": "user", "content": [
             {"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}])

@@ -89,10 +89,9 @@ async def resolve(
             raise InvalidRequest(f"{where}: the image is empty", field=where)
         if len(image.data) > server.max_image_bytes:
             raise too_large(where, len(image.data), server.max_image_bytes)
-        media_type = image.media_type or sniff(image.data)
-        if media_type not in EXTENSIONS:
-            raise InvalidRequest(
-                f"{where}: not a PNG, JPEG, GIF or WebP image", field=where
-            )
+        # What the bytes are wins over what the request said (the CLIs go by the file).
+        media_type = sniff(image.data)
+        if media_type is None:
+            raise InvalidRequest(f"{where}: not a PNG, JPEG, GIF or WebP image", field=where)
         out.append(msgspec.structs.replace(image, media_type=media_type, url=None))
     return tuple(out)

@@ -21,6 +21,7 @@ from clinvk.domain.images import (
     check_count,
     placeholder,
     remote_refused,
+    sniff,
     too_large,
 )
 from clinvk.domain.models import ImageInput
@@ -52,8 +53,14 @@ class ImageSlots:
                 f"{where}: image media type {media_type!r} is not supported; send {_SUPPORTED}",
                 field=where,
             )
-        return self._slot(ImageInput(media_type=media_type, data=self._decode(data, where)),
-                          where)
+        raw = self._decode(data, where)
+        # What the bytes are wins over what the request said (the CLIs go by the file).
+        actual = sniff(raw)
+        if actual is None:
+            raise InvalidRequest(
+                f"{where}: the data is not a PNG, JPEG, GIF or WebP image", field=where
+            )
+        return self._slot(ImageInput(media_type=actual, data=raw), where)
 
     def url(self, url: str, where: str) -> str:
         """A slot for an image URL: a `data:` URL, or http(s) (fetched by the service when

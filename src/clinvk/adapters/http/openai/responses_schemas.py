@@ -35,11 +35,16 @@ class ResponsesRefusalPart(_Part, tag="refusal"):
     refusal: str
 
 
-# Parts clinvk cannot pass to a CLI yet; decoded only so the error can name them.
 class ResponsesInputImagePart(_Part, tag="input_image"):
-    pass
+    """An image: a data: URL or an http(s) URL (fetched only when
+    `server.fetch_remote_images` is on); an uploaded `file_id` is refused."""
+
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: str | None = None
 
 
+# Parts clinvk cannot pass to a CLI yet; decoded only so the error can name them.
 class ResponsesInputFilePart(_Part, tag="input_file"):
     pass
 

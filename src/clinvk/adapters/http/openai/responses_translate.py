@@ -111,19 +111,30 @@ def _refuse_part(param: str, what: str) -> InvalidRequest:
     )
 
 
-def _image(part: ResponsesInputImagePart, param: str, slots: ImageSlots | None) -> str:
-    """An `input_image`: a slot in `slots` (user messages), else a mention for history."""
+def _image(
+    part: ResponsesInputImagePart, param: str, slots: ImageSlots | None, refuse: bool
+) -> str:
+    """An `input_image`: a slot in `slots`, a 400 when `refuse` (not a user message), else
+    a mention (the recorded history)."""
+    if refuse:
+        raise InvalidRequest(
+            f"{param}: images are taken in user messages only", field=param
+        )
     if part.image_url is None:
         raise InvalidRequest(
             f"{param}: uploaded images (file_id) are not supported, clinvk has no Files "
             "API; send the image as a data: URL in image_url",
             field=param,
         )
-    return slots.url(part.image_url, f"{param}.image_url") if slots is not None else "[image]"
+    return slots.url(part.image_url, param) if slots is not None else "[image]"
 
 
 def content_text(
-    content: ResponsesContent, where: str, slots: ImageSlots | None = None
+    content: ResponsesContent,
+    where: str,
+    slots: ImageSlots | None = None,
+    *,
+    refuse_images: bool = False,
 ) -> str:
     """The text of an item's content (an image takes a slot in `slots`); a part clinvk
     cannot carry is a 400 naming it."""
@@ -135,7 +146,7 @@ def content_text(
         if isinstance(part, (ResponsesInputTextPart, ResponsesOutputTextPart)):
             texts.append(part.text)
         elif isinstance(part, ResponsesInputImagePart):
-            texts.append(_image(part, param, slots))
+            texts.append(_image(part, param, slots, refuse_images))
         elif isinstance(part, ResponsesInputFilePart):
             raise _refuse_part(param, "a file part ('input_file')")
         elif isinstance(part, ResponsesInputAudioPart):
@@ -190,9 +201,10 @@ def input_turns(body: OpenAIResponsesRequest, slots: ImageSlots | None = None) -
         if item is None:
             continue
         if isinstance(item, ResponsesMessageItem):
-            user_slots = slots if item.role == "user" else None
-            turns.append(Turn(role=item.role,
-                              text=content_text(item.content, where, user_slots)))
+            user = item.role == "user"
+            text = content_text(item.content, where, slots if user else None,
+                                refuse_images=slots is not None and not user)
+            turns.append(Turn(role=item.role, text=text))
         elif isinstance(item, ResponsesFunctionCallItem):
             turns.append(Turn(role="assistant",
                               text=tool_call_text(item.name, item.call_id, item.arguments)))
@@ -204,7 +216,7 @@ def input_turns(body: OpenAIResponsesRequest, slots: ImageSlots | None = None) -
             turns.append(Turn(role="assistant",
                               text=tool_call_text("local_shell", item.call_id, arguments)))
         else:
-            text = content_text(item.output, where)
+            text = content_text(item.output, where, slots)
             turns.append(Turn(role="tool", text=tool_result_text(item.call_id, text)))
     return turns
 
