@@ -33,11 +33,16 @@ class UrlImageFetcher:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 data = response.read(max_bytes + 1)
                 declared = response.headers.get_content_type()
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the error response open
+            raise InvalidRequest(
+                f"image url {url!r} could not be fetched: HTTP {exc.code}", field="images"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise InvalidRequest(
                 f"image url {url!r} could not be fetched: {getattr(exc, 'reason', exc)}",
                 field="images",
-            ) from exc
+            ) from None
         if len(data) > max_bytes:
             raise too_large("image url", len(data), max_bytes)
         media_type = declared if declared in EXTENSIONS else sniff(data)

@@ -84,7 +84,10 @@ async def resolve(
                 raise InvalidRequest(f"{where}.url: only http(s) URLs are fetched", field=where)
             if not server.fetch_remote_images or fetcher is None:
                 raise remote_refused(where)
-            image = await fetcher.fetch(image.url, max_bytes=server.max_image_bytes)
+            try:
+                image = await fetcher.fetch(image.url, max_bytes=server.max_image_bytes)
+            except InvalidRequest as exc:  # TooLarge stays TooLarge
+                raise type(exc)(f"{where}: {exc.message}", field=where) from None
         if not image.data:
             raise InvalidRequest(f"{where}: the image is empty", field=where)
         if len(image.data) > server.max_image_bytes:
