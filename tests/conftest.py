@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from clinvk.domain.config import Config, ServerConfig
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import FakeBackendRunner, FakeClock, FakeIds, FakeSessionStore
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -32,3 +35,10 @@ def config(tmp_path) -> Config:
 @pytest.fixture
 def services(config, runner, store):
     return bootstrap(config, runner=runner, store=store, clock=FakeClock(), ids=FakeIds())
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the run (tests make a database each with new_database())."""
+    with PostgresServer() as server:
+        yield server

@@ -1,0 +1,304 @@
+"""PostgresSessionStore: sessions in one PostgreSQL table, shared by every replica.
+
+Schema (created and migrated by clinvk itself, see MIGRATIONS):
+
+    clinvk_schema     one row per applied migration (version)
+    clinvk_sessions   id (C collation, primary key), backend, status, last_used (timestamptz,
+                      NULL when the record's stamp does not parse), record (the Session as
+                      msgspec JSON, bytea: PostgreSQL text refuses NUL, a prompt may hold one)
+
+The columns beside `record` exist for SQL: listing filters, orders and pages in the
+database, purge deletes by `last_used`, prefix lookup uses the primary key's index.
+
+Exclusion: `update` reads the row `FOR UPDATE` inside its transaction, so read-modify-write
+is atomic across replicas exactly as the file store's flock makes it across processes.
+Migrations run under a transaction-level advisory lock, so replicas starting together apply
+each one once.
+
+Faults: anything that stops a statement (server down, connection lost, no connection within
+the pool's wait, a server-side resource error) becomes SessionStoreUnavailable; the pool
+replaces broken connections, so the store recovers by itself when the server is back.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import anyio
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from clinvk.adapters.sessions.file_store import valid_id
+from clinvk.domain.errors import SessionNotFound, SessionStoreUnavailable
+from clinvk.domain.models import Session, SessionPage, SessionQuery
+
+#: Key of the advisory lock migrations hold ("clinvk" in ASCII).
+MIGRATION_LOCK = 0x636C696E766B
+
+#: One tuple of statements per schema version, applied in order, never edited once shipped.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE clinvk_sessions (
+            id text COLLATE "C" PRIMARY KEY,
+            backend text NOT NULL,
+            status text NOT NULL,
+            last_used timestamptz,
+            record bytea NOT NULL
+        )
+        """,
+        (
+            "CREATE INDEX clinvk_sessions_recent "
+            "ON clinvk_sessions (last_used DESC NULLS LAST, id DESC)"
+        ),
+        (
+            "CREATE INDEX clinvk_sessions_backend "
+            "ON clinvk_sessions (backend, status, last_used DESC NULLS LAST, id DESC)"
+        ),
+    ),
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Session)
+
+_LIST = """
+    SELECT record, count(*) OVER () FROM clinvk_sessions
+    WHERE (%(backend)s::text IS NULL OR backend = %(backend)s)
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+    ORDER BY last_used DESC NULLS LAST, id DESC
+    LIMIT %(limit)s OFFSET %(offset)s
+"""
+_COUNT = """
+    SELECT count(*) FROM clinvk_sessions
+    WHERE (%(backend)s::text IS NULL OR backend = %(backend)s)
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+"""
+
+
+def is_postgres_url(value: str) -> bool:
+    """Whether a `session.store` value names a PostgreSQL database."""
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+class PostgresSessionStore:
+    """SessionStore in a PostgreSQL database, safe to share between replicas."""
+
+    kind = "postgresql"
+
+    def __init__(
+        self, conninfo: str, *, max_size: int = 8, wait_secs: float = 5.0
+    ) -> None:
+        """`wait_secs`: how long a request waits for a connection before it is told the store
+        is unavailable (a down server is found out in this time at most)."""
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=wait_secs,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"connect_timeout": max(1, int(wait_secs))},
+            name="clinvk-sessions",
+        )
+        self._opened = False
+        self._migrated = False
+        self._starting = anyio.Lock()
+
+    async def aclose(self) -> None:
+        """Close the pool's connections (at shutdown)."""
+        if self._opened:
+            await self._pool.close()
+            self._opened = False
+
+    async def create(self, session: Session) -> None:
+        """Store a new session; an invalid id is refused, a taken one is FileExistsError."""
+        if not valid_id(session.id):
+            raise ValueError(f"invalid session id {session.id!r}")
+        async with self._connection("save the session") as conn:
+            cursor = await conn.execute(
+                "INSERT INTO clinvk_sessions (id, backend, status, last_used, record) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (session.id, *_columns(session)),
+            )
+            if cursor.rowcount != 1:
+                raise FileExistsError(f"session {session.id!r} already exists")
+
+    async def get(self, session_id: str) -> Session:
+        """Return one session or raise SessionNotFound."""
+        if not valid_id(session_id):
+            raise SessionNotFound(session_id)
+        async with self._connection("read the session") as conn:
+            cursor = await conn.execute(
+                "SELECT record FROM clinvk_sessions WHERE id = %s", (session_id,)
+            )
+            row = await cursor.fetchone()
+        session = _load(row, session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    async def update(self, session_id: str, change: Callable[[Session], Session]) -> Session:
+        """Apply `change` with the row locked (across replicas); return the new value."""
+        if not valid_id(session_id):
+            raise SessionNotFound(session_id)
+        async with self._connection("save the session") as conn:
+            cursor = await conn.execute(
+                "SELECT record FROM clinvk_sessions WHERE id = %s FOR UPDATE", (session_id,)
+            )
+            current = _load(await cursor.fetchone(), session_id)
+            if current is None:
+                raise SessionNotFound(session_id)
+            new = change(current)
+            if new.id != current.id:
+                raise ValueError("a session update must not change the session id")
+            await conn.execute(
+                "UPDATE clinvk_sessions SET backend = %s, status = %s, last_used = %s, "
+                "record = %s WHERE id = %s",
+                (*_columns(new), session_id),
+            )
+            return new
+
+    async def delete(self, session_id: str) -> None:
+        """Remove a session or raise SessionNotFound."""
+        if not valid_id(session_id):
+            raise SessionNotFound(session_id)
+        async with self._connection("delete the session") as conn:
+            cursor = await conn.execute(
+                "DELETE FROM clinvk_sessions WHERE id = %s", (session_id,)
+            )
+            if cursor.rowcount != 1:
+                raise SessionNotFound(session_id)
+
+    async def ids_with_prefix(self, prefix: str, limit: int) -> builtins.list[str]:
+        """Up to `limit` session ids starting with `prefix` (the primary key's index)."""
+        if not prefix or not valid_id(prefix) or limit <= 0:
+            return []
+        # "_" is a LIKE wildcard and a valid id character; "%" and "\\" never are ids'.
+        pattern = prefix.replace("_", "\\_") + "%"
+        async with self._connection("list the sessions") as conn:
+            cursor = await conn.execute(
+                "SELECT id FROM clinvk_sessions WHERE id LIKE %s LIMIT %s", (pattern, limit)
+            )
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def list(self, query: SessionQuery) -> SessionPage:
+        """Sessions matching the query, most recently used first, filtered and paged in SQL."""
+        params = {
+            "backend": query.backend,
+            "status": query.status,
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+        async with self._connection("list the sessions") as conn:
+            rows = await (await conn.execute(_LIST, params)).fetchall()
+            if rows:
+                total = rows[0][1]
+            else:  # past the end (or nothing matched): the window gave no total
+                total = (await (await conn.execute(_COUNT, params)).fetchone())[0]
+        sessions = [s for s in (_load(row, None) for row in rows) if s is not None]
+        return SessionPage(
+            sessions=sessions, total=total, limit=query.limit, offset=query.offset
+        )
+
+    async def purge(self, last_used_before: datetime) -> int:
+        """Delete sessions last used before the given time (undated ones are kept)."""
+        cutoff = _aware(last_used_before)
+        async with self._connection("delete expired sessions") as conn:
+            cursor = await conn.execute(
+                "DELETE FROM clinvk_sessions WHERE last_used < %s", (cutoff,)
+            )
+            return cursor.rowcount
+
+    async def count(self) -> int:
+        """Number of stored sessions; SessionStoreUnavailable when the database is not."""
+        async with self._connection("count the sessions") as conn:
+            return (await (await conn.execute("SELECT count(*) FROM clinvk_sessions")).fetchone())[0]
+
+    async def ping(self) -> float:
+        """Seconds one round trip to the database takes (for /health)."""
+        async with self._connection("reach the database") as conn:
+            started = time.perf_counter()
+            await conn.execute("SELECT 1")
+            return time.perf_counter() - started
+
+    # -- connections and schema ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, action: str) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A pooled connection in a transaction (committed on success); database faults
+        become SessionStoreUnavailable."""
+        try:
+            await self._start()
+            async with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise SessionStoreUnavailable(action, _cause(exc)) from exc
+
+    async def _start(self) -> None:
+        if self._migrated:
+            return
+        async with self._starting:
+            if not self._opened:
+                # Connections are made in the background; a down server is not an error yet.
+                await self._pool.open(wait=False)
+                self._opened = True
+            if not self._migrated:
+                async with self._pool.connection() as conn:
+                    await migrate(conn)
+                self._migrated = True
+
+
+async def migrate(conn: psycopg.AsyncConnection) -> int:
+    """Bring the schema to the latest version under the migration lock; return that version."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await conn.execute("CREATE TABLE IF NOT EXISTS clinvk_schema (version integer NOT NULL)")
+        row = await (await conn.execute("SELECT max(version) FROM clinvk_schema")).fetchone()
+        current = (row[0] if row else None) or 0
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[version - 1]:
+                await conn.execute(statement)  # type: ignore[arg-type]  # fixed SQL, no input
+            await conn.execute("INSERT INTO clinvk_schema (version) VALUES (%s)", (version,))
+    return max(current, len(MIGRATIONS))
+
+
+def _columns(session: Session) -> tuple[str, str, datetime | None, bytes]:
+    return session.backend, session.status, _when(session.last_used), _encoder.encode(session)
+
+
+def _load(row: tuple | None, session_id: str | None) -> Session | None:
+    """The session in a row; None when absent, undecodable or not under its own id."""
+    if row is None:
+        return None
+    try:
+        session = _decoder.decode(row[0])
+    except msgspec.DecodeError:
+        return None
+    return session if session_id in (None, session.id) else None
+
+
+def _cause(exc: Exception) -> str:
+    # Said without the server's own words: they can carry host names and user names.
+    if isinstance(exc, PoolTimeout):
+        return "PostgreSQL gave no connection in time (the server may be down)"
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return f"PostgreSQL failed the statement ({type(exc).__name__}, SQLSTATE {sqlstate})"
+    return "PostgreSQL cannot be reached (connection lost)"
+
+
+def _when(stamp: str) -> datetime | None:
+    try:
+        return _aware(datetime.fromisoformat(stamp))
+    except ValueError:
+        return None
+
+
+def _aware(moment: datetime) -> datetime:
+    # Timestamps without an offset are taken as UTC, which is what clinvk writes.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
