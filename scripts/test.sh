@@ -7,10 +7,13 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e ".[test]"
 ./scripts/install-clis.sh
 # System tools some tests use, from Debian (CI runs as root on a fresh machine): chromium
-# renders /docs in the browser test, systemd-analyze verifies the shipped unit file.
+# renders /docs in the browser test, systemd-analyze verifies the shipped unit file, PostgreSQL
+# (its programs land in /usr/lib/postgresql/<major>/bin) backs the PostgreSQL session store tests.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v pg_ctl >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null \
+    || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
