@@ -69,13 +69,17 @@ def test_claude_asks_codex_through_clinvk(configured, model_double, tmp_path, tr
              "--allowedTools", TOOL, "--output-format", "text"],
             # Wait for clinvk to connect before the first turn (claude -p otherwise starts
             # while MCP servers still connect, and its first turn offers no MCP tools).
+            # MCP_TIMEOUT: a busy machine may need more than claude's default to start
+            # clinvk (a Python process) and list its tools.
             env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path),
-                 "MCP_CONNECTION_NONBLOCKING": "0", **client["env"]},
+                 "MCP_CONNECTION_NONBLOCKING": "0", "MCP_TIMEOUT": "120000",
+                 **client["env"]},
             cwd=cwd, capture_output=True, text=True, timeout=GUARD_SECS, check=False)
     finally:
         configured.stop()
     assert done.returncode == 0, (done.stdout, done.stderr[-2000:])
     # The double answers with the tool result claude sent it: clinvk_prompt's result.
+    assert done.stdout.startswith("{"), (done.stdout, done.stderr[-2000:])
     answer = json.loads(done.stdout)
     assert (answer["backend"], answer["output"]) == ("codex", "codex says: foo() is fine")
     calls = generation_requests(model_double.requests())
@@ -109,6 +113,7 @@ def test_gemini_asks_codex_through_clinvk(configured, model_double, tmp_path, tr
     assert done.returncode == 0, (done.stdout, done.stderr[-2000:])
     # The double answers with the function response gemini sent it, which holds
     # clinvk_prompt's text (gemini wraps it in <untrusted_context> tags).
+    assert done.stdout.startswith("{"), (done.stdout, done.stderr[-2000:])
     relayed = json.loads(done.stdout)["output"]
     answer = json.loads(relayed[relayed.index("{"):relayed.rindex("}") + 1])
     assert (answer["backend"], answer["output"]) == ("codex", "codex says: bar() leaks")
