@@ -88,6 +88,8 @@ class ServerConfig(_Section):
     hot_sessions_max: int = 0
     #: A hot session process waiting longer than this for its next turn is ended.
     hot_session_idle_secs: float = 120
+    #: This replica's name in /health (CLINVK_REPLICA_ID); empty = host name and pid.
+    replica_id: str = ""
     #: Environment a CLI gets: `inherit` = the server's, minus clinvk's secrets and
     #: `cli_env_deny`; `minimal` = a short allow-list plus each CLI's own prefixes.
     cli_env: Literal["inherit", "minimal"] = "inherit"
@@ -155,6 +157,9 @@ class SessionConfig(_Section):
     retention_days: int = 30
     store_token_usage: bool = True
     default_tags: list[str] = msgspec.field(default_factory=list)
+    #: Where sessions are kept (CLINVK_SESSION_STORE): empty = files under `home`/sessions,
+    #: a folder = files there, `postgresql://...` = a PostgreSQL database replicas share.
+    store: str = ""
 
 
 class OutputConfig(_Section):

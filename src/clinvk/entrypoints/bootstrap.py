@@ -22,6 +22,19 @@ if TYPE_CHECKING:
 __all__ = ["Services", "bootstrap"]
 
 
+def session_store(config: Config, home: str) -> SessionStore:
+    """The store `session.store` names: PostgreSQL for a postgresql:// URL, else files."""
+    from clinvk.adapters.sessions import postgres_store
+    from clinvk.adapters.sessions.file_store import FileSessionStore
+
+    where = config.session.store
+    if postgres_store.is_postgres_url(where):
+        return postgres_store.PostgresSessionStore(where)
+    if where:
+        return FileSessionStore(os.path.expanduser(where))
+    return FileSessionStore(os.path.join(home, "sessions"))
+
+
 def bootstrap(
     config: Config | None = None,
     *,
@@ -45,7 +58,6 @@ def bootstrap(
     from clinvk.adapters.image_fetch import UrlImageFetcher
     from clinvk.adapters.logging import LoggedBackendRunner
     from clinvk.adapters.metrics import MeteredBackendRunner
-    from clinvk.adapters.sessions.file_store import FileSessionStore
     from clinvk.adapters.system import SystemClock, UuidIds
 
     if config is None:
@@ -61,7 +73,7 @@ def bootstrap(
     if metrics is not None:
         runner = MeteredBackendRunner(runner, metrics)
     runner = AdmittingBackendRunner(runner, Admission(config))
-    store = store if store is not None else FileSessionStore(os.path.join(home, "sessions"))
+    store = store if store is not None else session_store(config, home)
     clock = clock if clock is not None else SystemClock()
     ids = ids if ids is not None else UuidIds()
     default_workdir = config.server.default_workdir or os.getcwd()

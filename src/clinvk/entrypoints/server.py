@@ -98,7 +98,11 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
     async def startup() -> None:
         # Before anything starts a CLI: what a crashed predecessor left running ends now.
         await reap_interrupted_runs(services, get_logger("clinvk.server"))
-        await services.sessions.purge_expired()
+        try:
+            await services.sessions.purge_expired()
+        except ClinvkError as exc:
+            # A database down now may be back for the first request: start all the same.
+            get_logger("clinvk.server").warning("expired sessions not purged", error=exc.message)
         probe_versions = getattr(runner, "probe_versions", None)
         if probe_versions is not None:
             probe_versions(report)
@@ -116,6 +120,9 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
         groups = getattr(runner, "groups", None)
         if groups is not None:
             groups.terminate_all()
+        close_store = getattr(services.store, "aclose", None)
+        if close_store is not None:
+            await close_store()  # the session store's database connections
 
     mounts = mcp_routes(services, demo=demo) if config.server.mcp_enabled else []
     app = create_app(

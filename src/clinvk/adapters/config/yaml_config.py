@@ -33,6 +33,8 @@ ENV_KEYS = {
     "CLINVK_MCP_PORT": "mcp.port",
     "CLINVK_MCP_HTTP_PATH": "mcp.http_path",
     "CLINVK_MCP_EXPOSE_HEALTH": "mcp.expose_health",
+    "CLINVK_SESSION_STORE": "session.store",
+    "CLINVK_REPLICA_ID": "server.replica_id",
 }
 
 #: Environment variables whose text is read as another type (`8081`, `true`/`1`).

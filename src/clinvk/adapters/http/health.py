@@ -3,11 +3,14 @@ how it is computed from the services."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import msgspec
 
 from clinvk import __version__
+from clinvk.domain.errors import SessionStoreUnavailable
 from clinvk.domain.services import Services
 
 
@@ -26,14 +29,21 @@ class BackendHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     warm_pool: WarmPoolHealth | None = None
 
 
-class StoreHealth(msgspec.Struct, kw_only=True):
+class StoreHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
+    #: Whether the store answered (for PostgreSQL: the database is reachable).
     available: bool
     session_count: int
+    #: `file` or `postgresql` (absent for a store that does not say).
+    kind: str | None = None
+    #: Milliseconds counting the sessions took (one round trip to PostgreSQL).
+    latency_ms: float | None = None
 
 
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str
     version: str
+    #: Which replica answered (server.replica_id, or host name and pid).
+    replica: str
     uptime: str
     uptime_millis: int
     backends: list[BackendHealth]
@@ -56,6 +66,9 @@ class HealthReport:
         self.services = services
         self.demo = demo
         self.started = time.monotonic()
+        self.replica = (
+            services.config.server.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        )
 
     async def __call__(self) -> Health:
         """The current health: ok, degraded (a backend unavailable) or unhealthy (no store)."""
@@ -73,11 +86,16 @@ class HealthReport:
             )
             for b in self.services.backends()
         ]
+        kind = getattr(self.services.store, "kind", None)
+        asked = time.perf_counter()
         try:
             count = await self.services.sessions.count()
-            store = StoreHealth(available=True, session_count=count)
-        except OSError:
-            store = StoreHealth(available=False, session_count=0)
+            latency = round((time.perf_counter() - asked) * 1000, 3)
+            store = StoreHealth(
+                available=True, session_count=count, kind=kind, latency_ms=latency
+            )
+        except (OSError, SessionStoreUnavailable):
+            store = StoreHealth(available=False, session_count=0, kind=kind)
         if not store.available:
             status = "unhealthy"
         elif all(b.available for b in backends):
@@ -88,6 +106,7 @@ class HealthReport:
         return Health(
             status=status,
             version=__version__,
+            replica=self.replica,
             uptime=_duration(up),
             uptime_millis=int(up * 1000),
             backends=backends,

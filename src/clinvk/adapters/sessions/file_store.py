@@ -49,6 +49,8 @@ def valid_id(session_id: str) -> bool:
 class FileSessionStore:
     """SessionStore keeping one JSON file per session in `directory`."""
 
+    kind = "file"
+
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._dir = Path(directory)
         # flock alone is enough for correctness; this keeps waiting writers off the thread pool.
