@@ -97,8 +97,14 @@ def _reap(cli: int, status: int | None) -> tuple[int | None, bool]:
 
 
 def _end_tree(cli: int, status: int | None, *, grace: float) -> int | None:
-    """SIGTERM every descendant, wait up to `grace`, then SIGKILL until none is left."""
+    """SIGTERM every descendant, wait up to `grace`, then SIGKILL until none is left.
+
+    With a grace (the server died) the whole process group gets the signals too: where
+    there is no /proc (macOS) that is what reaches the CLI's helpers; this process ignores
+    the SIGTERM and dies of the final SIGKILL, its work done.
+    """
     if grace > 0:
+        _signal_group(signal.SIGTERM)
         _signal_all(signal.SIGTERM)
         until = time.monotonic() + grace
         while time.monotonic() < until:
@@ -113,7 +119,16 @@ def _end_tree(cli: int, status: int | None, *, grace: float) -> int | None:
         if not left:
             break
         time.sleep(0.01)
+    if grace > 0:
+        _signal_group(signal.SIGKILL)
     return status
+
+
+def _signal_group(sig: int) -> None:
+    try:
+        os.killpg(os.getpgid(0), sig)
+    except OSError:
+        pass
 
 
 def _exit_like(status: int) -> None:
