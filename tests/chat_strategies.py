@@ -12,6 +12,7 @@ inline images included — must be answered.
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from hypothesis import strategies as st
@@ -254,6 +255,7 @@ def anthropic_requests(draw):
     for key, strategy in anthropic_optional.items():
         if draw(st.booleans()):
             body[key] = draw(strategy)
+    refused = refused or anthropic_tools_refused(body)
     return body, refused or image_count(messages) > MAX_IMAGES
 
 
@@ -392,7 +394,7 @@ def openai_requests(draw):
     for key, strategy in openai_optional.items():
         if draw(st.booleans()):
             body[key] = draw(strategy)
-    refused = refused or image_count(messages) > MAX_IMAGES
+    refused = refused or image_count(messages) > MAX_IMAGES or openai_tools_refused(body)
     if draw(st.booleans()):
         body["n"] = draw(st.integers(1, 3))
         refused = refused or body["n"] > 1
@@ -402,3 +404,59 @@ def openai_requests(draw):
             body["audio"] = {"voice": "alloy", "format": "wav"}
             refused = True
     return body, refused
+
+
+# -- client tools ------------------------------------------------------------------------
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _bad_tool_names(names: list) -> bool:
+    return (any(not isinstance(n, str) or not _TOOL_NAME.fullmatch(n) for n in names)
+            or len(set(names)) != len(names))
+
+
+def openai_tools_refused(body: dict) -> bool:
+    """Whether a chat request with client tools is a 400: a tool name that is not 1-64
+    of [A-Za-z0-9_-] or is given twice, a tool_choice naming no tool, or a `tool` message
+    after the last assistant message answering no call of the conversation."""
+    tools = body.get("tools")
+    if not tools:
+        return False
+    names = [t["function"]["name"] for t in tools]
+    if _bad_tool_names(names):
+        return True
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice["function"]["name"] not in names:
+        return True
+    messages = body["messages"]
+    start = max((i + 1 for i, m in enumerate(messages) if m["role"] == "assistant"), default=0)
+    known = {c["id"] for m in messages if m["role"] == "assistant"
+             for c in m.get("tool_calls") or () if c.get("id")}
+    return any(m["role"] == "tool" and (not m.get("tool_call_id") or m["tool_call_id"] not in known)
+               for m in messages[start:])
+
+
+def anthropic_tools_refused(body: dict) -> bool:
+    """Whether a messages request with client tools is a 400: bad or repeated tool names,
+    a tool_choice naming no client tool, or a tool_result in the last message answering no
+    tool_use block of the conversation."""
+    client = [t for t in body.get("tools") or () if t.get("type") in (None, "custom")]
+    if not client:
+        return False
+    names = [t["name"] for t in client]
+    if _bad_tool_names(names):
+        return True
+    choice = body.get("tool_choice")
+    if choice and choice["type"] == "tool" and choice.get("name") not in names:
+        return True
+    messages = body["messages"]
+    last = messages[-1]
+    if last["role"] != "user" or isinstance(last["content"], str):
+        return False
+    known = {b["id"] for m in messages if m["role"] == "assistant"
+             and not isinstance(m["content"], str)
+             for b in m["content"] if b.get("type") == "tool_use" and b.get("id")}
+    return any(b.get("type") == "tool_result"
+               and (not b.get("tool_use_id") or b["tool_use_id"] not in known)
+               for b in last["content"])

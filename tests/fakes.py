@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 
 import anyio
@@ -93,6 +94,10 @@ class FakeSessionStore:
 
     async def count(self) -> int:
         return len(self.sessions)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        yield  # one process: the prompt service's own busy set is the exclusion
 
 
 #: Longest a held or meeting run waits before it gives up and goes on. It only guards
@@ -313,3 +318,122 @@ class FakeImageFetcher:
         if len(self.image) > max_bytes:
             raise too_large("image url", len(self.image), max_bytes)
         return ImageInput(media_type=self.media_type, data=self.image)  # type: ignore[arg-type]
+
+
+class FakeToolChannel:
+    """A bridge channel in memory: `call` is what a CLI's MCP call does."""
+
+    def __init__(self, url: str, tools) -> None:
+        from clinvk.adapters.mcp_bridge.channel import BridgeChannel
+
+        self._inner = BridgeChannel(url.rsplit("/", 1)[-1], url, tools)
+        self.url = url
+        self.tools = tools
+        self.closed = False
+
+    async def next_call(self):
+        return await self._inner.next_call()
+
+    def answer(self, outcome) -> bool:
+        return self._inner.answer(outcome)
+
+    def close(self) -> None:
+        self.closed = True
+        self._inner.close()
+
+    async def call(self, name: str, arguments: dict):
+        return await self._inner.call(name, arguments)
+
+
+class FakeToolBridge:
+    """Opens in-memory channels, found again by URL (`channels`)."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, FakeToolChannel] = {}
+        self.closed = False
+
+    async def open(self, tools) -> FakeToolChannel:
+        url = f"fake-bridge://run/{len(self.channels) + 1}"
+        self.channels[url] = FakeToolChannel(url, list(tools))
+        return self.channels[url]
+
+    async def close(self) -> None:
+        self.closed = True
+        for channel in self.channels.values():
+            channel.close()
+
+
+class FakeBackground:
+    """Runs background jobs in a task group the test owns (`async with background:`)."""
+
+    def __init__(self) -> None:
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> FakeBackground:  # noqa: PYI034
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(*exc)
+
+    def start(self, job) -> None:
+        assert self._tg is not None, "use the FakeBackground as an async context manager"
+        self._tg.start_soon(job)
+
+    async def cancel_all(self) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+
+
+class FakeToolCallingRunner(FakeBackendRunner):
+    """A runner whose runs with client tools call them as a CLI would through its bridge:
+    `script` is a list of batches, each a list of (tool name, arguments) called at once
+    (announced first as ToolUse events unless `announce` is False); the answer is
+    `results: ` and the results' texts. `cancelled` counts runs ended while waiting."""
+
+    def __init__(self, bridge: FakeToolBridge, script, *, announce: bool = True) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.script = script
+        self.announce = announce
+        self.cancelled = 0
+
+    async def run(self, spec, on_event=None) -> RunResult:
+        if spec.tools is None:
+            return await super().run(spec, on_event)
+        self.runs.append(spec)
+        channel = self.bridge.channels[spec.tools.url]
+
+        async def emit(event):
+            if on_event is not None:
+                await on_event(event)
+
+        texts: list[str] = []
+        try:
+            await emit(ev.Init(backend_session_id="tool-thread", model="fake-model"))
+            for batch in self.script:
+                if self.announce:
+                    for name, arguments in batch:
+                        await emit(ev.ToolUse(name=f"mcp__client__{name}", input=arguments))
+                outcomes: list = [None] * len(batch)
+
+                async def one(i: int, name: str, arguments: dict, out=outcomes) -> None:
+                    out[i] = await channel.call(name, arguments)
+
+                async with anyio.create_task_group() as tg:
+                    for i, (name, arguments) in enumerate(batch):
+                        tg.start_soon(one, i, name, arguments)
+                texts += [o.output for o in outcomes]
+                for o in outcomes:
+                    await emit(ev.ToolResult(output=o.output, id=o.call_id))
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        reply = "results: " + ", ".join(texts)
+        await emit(ev.TextDelta(text=reply))
+        await emit(ev.Usage(usage=self.usage))
+        return RunResult(backend=spec.backend, output=reply, exit_code=0, duration_ms=1,
+                         usage=self.usage, model="fake-model")

@@ -105,7 +105,11 @@ def test_every_request_field_is_accepted(client, runner):
     )
     assert r.status_code == 200, r.text
     run = runner.runs[-1]
-    assert run.prompt == "hi" and run.system_prompt == "Be terse.\n\n" + JSON_OBJECT_INSTRUCTION
+    assert run.prompt == "hi"
+    # A named tool_choice no CLI has a flag for is asked of the model in the system prompt.
+    assert run.system_prompt == ("Be terse.\n\n" + JSON_OBJECT_INSTRUCTION
+                                 + "\n\nYou must call the tool 'f' before you answer.")
+    assert run.tools is not None and run.tools.names == ("f",)
     assert run.effort == "high"
     assert r.json()["choices"][0]["logprobs"] is None
 

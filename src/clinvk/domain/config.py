@@ -95,14 +95,19 @@ class ServerConfig(_Section):
     cli_env: Literal["inherit", "minimal"] = "inherit"
     #: Names or globs (`*_TOKEN`) never passed to a CLI, on top of clinvk's own secrets.
     cli_env_deny: list[str] = msgspec.field(default_factory=list)
+    #: Serve the MCP endpoint at /mcp (behind the same middleware as the APIs).
+    mcp_enabled: bool = True
     #: Most images one request may carry.
     max_images: int = 8
     #: Largest image (decoded bytes) a request may carry; larger ones are refused with 413.
     max_image_bytes: int = 5 * 1024 * 1024
     #: Whether an http(s) image URL is downloaded (off: such a request is refused with 400).
     fetch_remote_images: bool = False
-    #: Serve the MCP endpoint at /mcp (behind the same middleware as the APIs).
-    mcp_enabled: bool = True
+    #: A run parked at a client tool call waits this long for the result, then is ended.
+    tool_result_timeout_secs: float = 300
+    #: Whether a CLI keeps its own tools (shell, file edits, web) when a request offers
+    #: client tools (a request's `clinvk.builtin_tools` overrides it).
+    builtin_tools: bool = False
 
 
 class UnifiedFlags(_Section):

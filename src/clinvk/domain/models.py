@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from clinvk.domain.tools import BridgeSpec
+
 BackendName = str
 ApprovalMode = Literal["default", "auto", "none", "always"]
 SandboxMode = Literal["default", "read-only", "workspace", "full"]
@@ -121,6 +123,8 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     images: tuple[ImageInput, ...] = ()
     effort: Effort | None = None
     output_schema: dict[str, Any] | None = None
+    #: The client's tools, offered through the bridge (client tools); None = none.
+    tools: BridgeSpec | None = None
 
 
 class RunResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 
 from clinvk.domain.chat import TextStream
@@ -26,6 +28,7 @@ from clinvk.domain.models import (
     Session,
     TokenUsage,
 )
+from clinvk.domain.tools import BridgeSpec
 from clinvk.domain.workdir import resolve_workdir
 from clinvk.ports import (
     BackendRunner,
@@ -160,8 +163,15 @@ class PromptService:
 
     # -- running ----------------------------------------------------------------------
 
-    async def run(self, request: PromptRequest, on_event: EventSink | None = None) -> PromptResult:
-        """Run `request`; stream unified events to `on_event`; return the result.
+    async def run(
+        self,
+        request: PromptRequest,
+        on_event: EventSink | None = None,
+        *,
+        tools: BridgeSpec | None = None,
+    ) -> PromptResult:
+        """Run `request`; stream unified events to `on_event`; return the result. `tools`:
+        the client's tools, offered through a bridge (see domain/tool_runs.py).
 
         Raises a ClinvkError subclass for anything that stops the run; BackendFailed and
         BackendTimeout carry the partial PromptResult in `.result`.
@@ -197,6 +207,8 @@ class PromptService:
         spec = self.spec(
             request, workdir=workdir, resume_id=session.backend_session_id if session else None
         )
+        if tools is not None:
+            spec = msgspec.structs.replace(spec, tools=tools)
         dry_run = request.dry_run or self._config.unified_flags.dry_run
         if dry_run:
             # Checked (and argv built) before a session is recorded, so a refused flag
@@ -231,7 +243,10 @@ class PromptService:
                 raise SessionBusy(session_id)
             self._busy.add(session_id)
         try:
-            return await self._run_targets(request, targets, spec, session, on_event)
+            # The store keeps the session to this run across processes and replicas too.
+            held = self._store.hold(session_id) if session_id else contextlib.nullcontext()
+            async with held:
+                return await self._run_targets(request, targets, spec, session, on_event)
         finally:
             if session_id is not None:
                 self._busy.discard(session_id)
@@ -311,7 +326,8 @@ class PromptService:
             extra=request.extra if same_cli else [],
         )
         resume = session.backend_session_id if session and same_cli else None
-        return self.spec(moved, workdir=primary.workdir, resume_id=resume)
+        spec = self.spec(moved, workdir=primary.workdir, resume_id=resume)
+        return msgspec.structs.replace(spec, tools=primary.tools)
 
     @staticmethod
     async def _dry_run(

@@ -11,6 +11,7 @@ from clinvk.domain.models import BackendInfo
 from clinvk.domain.parallel import ParallelService
 from clinvk.domain.prompt import PromptService
 from clinvk.domain.sessions import SessionService
+from clinvk.domain.tool_runs import ToolRunService
 from clinvk.ports import BackendRunner, SessionStore
 
 
@@ -26,6 +27,8 @@ class Services:
     parallel: ParallelService
     chain: ChainService
     compare: CompareService
+    #: Runs with client tools (parked at their tool calls); None when not wired.
+    tool_runs: ToolRunService | None = None
 
     def backends(self) -> list[BackendInfo]:
         """Every backend with its availability."""

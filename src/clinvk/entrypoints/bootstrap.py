@@ -14,7 +14,9 @@ from clinvk.domain.parallel import ParallelService
 from clinvk.domain.prompt import PromptService
 from clinvk.domain.services import Services
 from clinvk.domain.sessions import SessionService
+from clinvk.domain.tool_runs import ToolRunService
 from clinvk.ports import BackendRunner, Clock, IdGenerator, ImageFetcher, SessionStore
+from clinvk.ports.tools import Background, ToolBridge
 
 if TYPE_CHECKING:
     from clinvk.adapters.metrics import Metrics
@@ -45,18 +47,23 @@ def bootstrap(
     metrics: Metrics | None = None,
     secrets: Sequence[str] = (),
     images: ImageFetcher | None = None,
+    tools: ToolBridge | None = None,
+    background: Background | None = None,
 ) -> Services:
     """Build the services; adapters default to the real ones (CLIs, files, system clock).
 
     With `metrics`, every CLI run is also counted there (runs, failures, durations, tokens).
     `secrets` (the server's API keys) never reach a CLI's environment, whatever the name of
     the variable that holds them. `images` downloads http(s) images when
-    `server.fetch_remote_images` is on.
+    `server.fetch_remote_images` is on. `tools` (the client-tools bridge) and `background`
+    (where parked runs live) default to the loopback MCP bridge and the running loop.
     """
     from clinvk.adapters.backends.registry import RunRegistry
     from clinvk.adapters.backends.runner import SubprocessBackendRunner
+    from clinvk.adapters.background import LoopBackground
     from clinvk.adapters.image_fetch import UrlImageFetcher
     from clinvk.adapters.logging import LoggedBackendRunner
+    from clinvk.adapters.mcp_bridge import LoopbackToolBridge
     from clinvk.adapters.metrics import MeteredBackendRunner
     from clinvk.adapters.system import SystemClock, UuidIds
 
@@ -92,6 +99,13 @@ def bootstrap(
         on_delete=getattr(runner, "end_session", None),
     )
     orchestration = {"config": config, "prompt": prompt, "runner": runner}
+    tool_runs = ToolRunService(
+        config=config,
+        prompt=prompt,
+        bridge=tools if tools is not None else LoopbackToolBridge(
+            heartbeat_secs=config.server.heartbeat_secs),
+        background=background if background is not None else LoopBackground(),
+    )
     return Services(
         config=config,
         runner=runner,
@@ -101,4 +115,5 @@ def bootstrap(
         parallel=ParallelService(**orchestration),
         chain=ChainService(**orchestration),
         compare=CompareService(**orchestration),
+        tool_runs=tool_runs,
     )

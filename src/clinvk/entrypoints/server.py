@@ -111,6 +111,8 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
             await start_pool(_prototypes(services))
 
     async def shutdown() -> None:
+        if services.tool_runs is not None:
+            await services.tool_runs.close()  # parked runs end with the server
         stop_probes = getattr(runner, "stop_probes", None)
         if stop_probes is not None:
             stop_probes()

@@ -30,6 +30,7 @@ from clinvk.domain.events import (
     Usage,
 )
 from clinvk.domain.models import RunResult, RunSpec, StopReason, TokenUsage
+from clinvk.domain.tools import BridgeSpec
 
 # -- wire types of claude's stream-json (only the fields we read) -------------------------
 
@@ -312,6 +313,19 @@ def user_message(prompt: str, images: tuple = ()) -> bytes:
     return msgspec.json.encode(message) + b"\n"
 
 
+def bridge_options(tools: BridgeSpec) -> tuple[list[str], dict[str, str]]:
+    """claude's flags for the client-tools bridge: the bridge as its only MCP server
+    (streamable HTTP), its tools allowed without a prompt, and, unless kept, no built-in
+    tools at all (`--tools ""`); the MCP call timeout above the wait for a result."""
+    server = {"mcpServers": {tools.server: {"type": "http", "url": tools.url}}}
+    argv = ["--mcp-config", msgspec.json.encode(server).decode(), "--strict-mcp-config",
+            "--allowedTools", f"mcp__{tools.server}"]
+    if not tools.builtin_tools:
+        argv += ["--tools", ""]
+    timeout_ms = int((tools.result_timeout_secs + 60) * 1000)
+    return argv, {"MCP_TOOL_TIMEOUT": str(timeout_ms)}
+
+
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -354,6 +368,10 @@ class ClaudeBackend:
             argv += ["--permission-mode", "default"]
         if config.allowed_tools:
             argv += ["--allowedTools", ",".join(config.allowed_tools)]
+        if spec.tools is not None:
+            tool_argv, tool_env = bridge_options(spec.tools)
+            argv += tool_argv
+            env.update(tool_env)
         if system_prompt_file:
             argv += ["--system-prompt-file", system_prompt_file]
         if spec.max_turns:

@@ -30,3 +30,5 @@ class ClinvkOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: Reasoning effort, over the dialect's own field (`reasoning_effort`,
     #: `output_config.effort`); each CLI maps it onto its own knob.
     effort: Effort | None = None
+    #: With client tools: whether the CLI keeps its own tools too (None = server.builtin_tools).
+    builtin_tools: bool | None = None

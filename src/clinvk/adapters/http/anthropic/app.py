@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from clinvk.adapters.http.anthropic import tools as tool_messages
 from clinvk.adapters.http.anthropic import translate
 from clinvk.adapters.http.anthropic.errors import (
     INTERNAL_MESSAGE,
@@ -77,6 +78,10 @@ class AnthropicApi:
         prompt = translate.to_prompt_request(
             body, self.services.config, self.services.runner.names()
         )
+        runs = self.services.tool_runs
+        if runs is not None and tool_messages.applies(body, runs):
+            heartbeat = self.services.config.server.heartbeat_secs
+            return await tool_messages.ToolMessages(runs, heartbeat).answer(request, body, prompt)
         if body.stream:
             return self._stream(prompt, model=body.model)  # type: ignore[return-value]
         try:

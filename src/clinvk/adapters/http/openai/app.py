@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from clinvk.adapters.http.errors import decode_body
 from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
+from clinvk.adapters.http.openai import tools as tool_chat
 from clinvk.adapters.http.openai.errors import (
     envelope,
     error_response,
@@ -126,6 +127,10 @@ class OpenAIApi:
         prompt = to_prompt_request(
             body, config=self.services.config, backends=self.services.runner.names()
         )
+        runs = self.services.tool_runs
+        if runs is not None and tool_chat.applies(body, runs):
+            heartbeat = self.services.config.server.heartbeat_secs
+            return await tool_chat.ToolChat(runs, heartbeat).answer(request, body, prompt)
         if body.stream:
             return self._stream(body, prompt)  # type: ignore[return-value]
         try:
