@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clis import cli_path
+from tests.support.images import png_b64, png_bytes
 from tests.support.model_double import assistant_texts, generation_requests, user_texts
 
 pytestmark = pytest.mark.real
@@ -180,6 +181,35 @@ def test_a_backend_failure_is_shown_by_codex_without_retrying_the_turn(codex_cli
     assert len(failed) == 1 and "the model is down" in failed[0]["error"]["message"]
     assert not any("Reconnecting" in e.get("message", "") for e in events)
     assert len(_calls_of(model_double, "claude")) == 1
+
+
+def _image_data(node) -> list[str]:
+    """The base64 data of every image in a logged model call (Anthropic image blocks,
+    Responses input_image data URLs, Gemini inlineData)."""
+    if isinstance(node, list):
+        return [d for item in node for d in _image_data(item)]
+    if not isinstance(node, dict):
+        return []
+    if node.get("type") == "image" and isinstance(node.get("source"), dict):
+        return [node["source"].get("data")]
+    if node.get("type") == "input_image" and str(node.get("image_url")).startswith("data:"):
+        return [node["image_url"].partition(",")[2]]
+    if isinstance(node.get("inlineData"), dict):
+        return [node["inlineData"].get("data")]
+    return [d for value in node.values() for d in _image_data(value)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_image_codex_attaches_reaches_the_backends_model_call(codex_client, model_double,
+                                                                backend):
+    """`codex exec --image=picture.png` sends the picture as an input_image, and the backend's
+    CLI behind clinvk passes it on: its model call carries the same PNG."""
+    picture = codex_client.cwd / "picture.png"
+    picture.write_bytes(png_bytes((255, 0, 0)))
+    model_double.set(reply="red")
+    assert codex_client.exec(backend, f"--image={picture}", "What colour is it?") == "red\n"
+    (call,) = _calls_of(model_double, backend)
+    assert _image_data(call["body"]) == [png_b64((255, 0, 0))]
 
 
 def _agent_text(jsonl: str) -> tuple[str, str]:
