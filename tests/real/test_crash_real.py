@@ -227,3 +227,36 @@ def test_sigkill_during_a_silent_tool_run_ends_the_tool_and_its_helpers(model_do
     finally:
         again.stop(signal.SIGTERM)
     assert again.wait_no_cli() == []
+
+
+def test_sigkill_ends_the_warm_pool_too(model_double, tmp_path):
+    """Pre-started warm-pool CLIs (claude and codex, the two that can wait for a prompt;
+    never driven) die with a killed server within 2 s, as running ones do."""
+    import yaml
+
+    assert not missing_clis()
+    pooled = ("claude", "codex")
+    server = ClinvkServer(model_double.url, tmp_path, warm_pool_idle_secs=300)
+    config = yaml.safe_load(server.config_path.read_text())
+    for name in pooled:
+        config["backends"][name]["warm_pool"] = 1
+    server.config_path.write_text(yaml.safe_dump(config))
+    server.start()
+    try:
+        deadline = time.monotonic() + SETTLE_SECS * 2
+        while True:
+            health = httpx.get(server.url + "/health", timeout=30).json()
+            ready = {b["name"]: b.get("warm_pool", {}).get("ready", 0)
+                     for b in health["backends"]}
+            if all(ready.get(name) == 1 for name in pooled):
+                break
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.1)
+        pids = server.cli_pids()
+        assert len({_pgid(p) for p in pids} - {None}) == len(pooled)
+        elapsed, left = _kill_and_time(server)
+        assert left == []
+        print(f"kill -9 to no pooled CLI left: {elapsed:.3f} s")
+        assert elapsed < CONTRACT_SECS + MARGIN_SECS, elapsed
+    finally:
+        server.stop(signal.SIGKILL)
