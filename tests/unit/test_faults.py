@@ -12,7 +12,11 @@ import pytest
 from clinvk.adapters.backends.faults import explain_failure, start_failure
 from clinvk.adapters.sessions import file_store
 from clinvk.adapters.sessions.file_store import FileSessionStore
-from clinvk.domain.errors import BackendFailed, BackendUnavailable, SessionStoreUnavailable
+from clinvk.domain.errors import (
+    BackendFailed,
+    BackendUnavailable,
+    SessionStoreUnavailable,
+)
 from clinvk.domain.models import Session
 
 
