@@ -183,6 +183,32 @@ def test_a_backend_failure_is_shown_by_codex_without_retrying_the_turn(codex_cli
     assert len(_calls_of(model_double, "claude")) == 1
 
 
+def test_with_api_keys_codex_sends_the_key_from_env_key(model_double, tmp_path):
+    """On a server that checks API keys, the provider's `env_key` variable carries the key
+    (as a Bearer token): the right one answers; a wrong one is a 401 that codex shows
+    without retrying, and no CLI runs."""
+    from tests.support.server import ClinvkServer
+
+    server = ClinvkServer(model_double.url, tmp_path / "keyed-server",
+                          env={"CLINVK_API_KEYS": "secret-1"}).start()
+    try:
+        client = CodexClient(server.url, tmp_path / "keyed-client")
+        client.env["CLINVK_API_KEY"] = "secret-1"
+        model_double.set(reply="let in")
+        assert client.exec("gemini", "hello") == "let in\n"
+        calls = len(generation_requests(model_double.requests()))
+        client.env["CLINVK_API_KEY"] = "wrong"
+        done = client.run("gemini", "--json", "hello")
+        assert done.returncode == 1
+        events = [json.loads(line) for line in done.stdout.splitlines()]
+        failed = [e for e in events if e["type"] == "turn.failed"]
+        assert len(failed) == 1 and "401" in failed[0]["error"]["message"]
+        assert not any("Reconnecting" in e.get("message", "") for e in events)
+        assert len(generation_requests(model_double.requests())) == calls
+    finally:
+        server.stop()
+
+
 def _image_data(node) -> list[str]:
     """The base64 data of every image in a logged model call (Anthropic image blocks,
     Responses input_image data URLs, Gemini inlineData)."""

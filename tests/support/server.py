@@ -56,8 +56,11 @@ RUN_DEADLINE_SECS = 90
 class ClinvkServer:
     """`clinvk serve` in a subprocess; every CLI it starts carries `CLINVK_TEST_MARK`."""
 
-    def __init__(self, double_url: str, scratch: Path, **server: object) -> None:
+    def __init__(self, double_url: str, scratch: Path, *, env: dict[str, str] | None = None,
+                 **server: object) -> None:
         self.scratch = Path(scratch)
+        #: Extra environment of the server process (e.g. CLINVK_API_KEYS).
+        self.env = dict(env or {})
         self.workdir = self.scratch / "work"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.home = self.scratch / "clinvk-home"
@@ -88,6 +91,7 @@ class ClinvkServer:
     def start(self) -> ClinvkServer:
         env = {**os.environ, "CLINVK_HOME": str(self.home)}
         env.pop("CLINVK_API_KEYS", None)
+        env.update(self.env)
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "clinvk.entrypoints.cli", "serve",
