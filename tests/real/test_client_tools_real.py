@@ -1,0 +1,211 @@
+"""Client tools (function calling) through the real claude CLI, with the official openai
+and anthropic SDKs against a real `clinvk serve`: the model (the double) calls the
+client's tool, the SDK gets the call while claude waits in it, the result resumes claude,
+whose model quotes it; streamed and not; the timeout and the replay; no CLI left."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import openai
+import pytest
+
+from tests.support.model_double import ModelDouble, generation_requests, user_texts
+from tests.support.server import ClinvkServer
+
+pytestmark = pytest.mark.real
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+ANTHROPIC_WEATHER = {"name": "get_weather", "description": "The weather of a city",
+                     "input_schema": WEATHER["function"]["parameters"]}
+#: What claude's model sees: the bridge's tool, named by claude's MCP rule.
+CLAUDE_NAME = "mcp__client__get_weather"
+ASK = "What is the weather in Paris?"
+
+
+@pytest.fixture(scope="module")
+def server(model_double: ModelDouble, tmp_path_factory):
+    """A clinvk serve of its own, so the processes it leaves (none) are this module's."""
+    srv = ClinvkServer(model_double.url, tmp_path_factory.mktemp("tools-server")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def oai(server):
+    with openai.OpenAI(base_url=server.url + "/openai/v1", api_key="x", max_retries=0,
+                       timeout=90) as client:
+        yield client
+
+
+@pytest.fixture
+def claude_sdk(server):
+    with anthropic.Anthropic(base_url=server.url + "/anthropic", api_key="x", max_retries=0,
+                             timeout=90) as client:
+        yield client
+
+
+def _asks_for(model_double: ModelDouble, name: str = CLAUDE_NAME, city: str = "Paris") -> None:
+    model_double.set(tool_use={"name": name, "input": {"city": city}})
+
+
+def _last_tool_result_sent(model_double: ModelDouble) -> list[dict]:
+    """The tool_result blocks of the last model call (what claude gave its model)."""
+    last = generation_requests(model_double.requests())[-1]["body"]["messages"][-1]
+    return [b for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def test_openai_round_trip(oai, server, model_double):
+    """chat.completions with tools: the answer is the model's call of get_weather
+    (finish_reason tool_calls) while claude stays alive in it; the `tool` message resumes
+    claude, whose model gets the result and quotes it; no claude is left afterwards."""
+    _asks_for(model_double)
+    messages = [{"role": "user", "content": ASK}]
+    first = oai.chat.completions.create(model="claude", messages=messages, tools=[WEATHER])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert server.cli_pids(), "claude should wait inside the tool call"
+    offered = generation_requests(model_double.requests())[-1]["body"]["tools"]
+    assert [t["name"] for t in offered] == [CLAUDE_NAME]  # only the client's tool
+
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+    raw = oai.chat.completions.with_raw_response.create(
+        model="claude", messages=messages, tools=[WEATHER])
+    assert "x-clinvk-tool-replay" not in raw.headers
+    second = raw.parse()
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content == "sunny, 21 C"
+    [result] = _last_tool_result_sent(model_double)
+    assert result["content"] == [{"type": "text", "text": "sunny, 21 C"}]
+    assert server.wait_no_cli() == []
+
+
+def test_openai_streamed_round_trip(oai, server, model_double):
+    """Streamed: the call comes as delta.tool_calls (id, name, arguments) then
+    finish_reason tool_calls; the streamed continuation quotes the result."""
+    _asks_for(model_double, city="Rome")
+    messages = [{"role": "user", "content": ASK}]
+    calls: dict[int, dict] = {}
+    finish = None
+    for chunk in oai.chat.completions.create(model="claude", messages=messages,
+                                             tools=[WEATHER], stream=True):
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or ():
+                entry = calls.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
+                entry["id"] = delta.id or entry["id"]
+                entry["name"] += delta.function.name or ""
+                entry["arguments"] += delta.function.arguments or ""
+            finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    [call] = calls.values()
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Rome"}
+
+    messages += [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": call["id"], "type": "function",
+         "function": {"name": call["name"], "arguments": call["arguments"]}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "rain"}]
+    stream = oai.chat.completions.create(model="claude", messages=messages, tools=[WEATHER],
+                                         stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "rain"
+    assert server.wait_no_cli() == []
+
+
+def test_anthropic_round_trip(claude_sdk, server, model_double):
+    """messages.create with tools: a tool_use block (stop_reason tool_use) while claude
+    waits; the tool_result block resumes it and its model quotes the result."""
+    _asks_for(model_double, city="Oslo")
+    messages = [{"role": "user", "content": ASK}]
+    first = claude_sdk.messages.create(model="claude", max_tokens=512, messages=messages,
+                                       tools=[ANTHROPIC_WEATHER])
+    assert first.stop_reason == "tool_use"
+    [use] = [b for b in first.content if b.type == "tool_use"]
+    assert (use.name, use.input) == ("get_weather", {"city": "Oslo"})
+    messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                               "content": "snow"}]}]
+    second = claude_sdk.messages.create(model="claude", max_tokens=512, messages=messages,
+                                        tools=[ANTHROPIC_WEATHER])
+    assert second.stop_reason == "end_turn"
+    assert second.content[0].text == "snow"
+    assert server.wait_no_cli() == []
+
+
+def test_anthropic_streamed_round_trip(claude_sdk, server, model_double):
+    """Streamed: content_block_start (tool_use) and input_json_delta, stop_reason tool_use;
+    then the streamed continuation; the SDK assembles both."""
+    _asks_for(model_double, city="Lima")
+    messages = [{"role": "user", "content": ASK}]
+    with claude_sdk.messages.stream(model="claude", max_tokens=512, messages=messages,
+                                    tools=[ANTHROPIC_WEATHER]) as stream:
+        first = stream.get_final_message()
+    assert first.stop_reason == "tool_use"
+    [use] = [b for b in first.content if b.type == "tool_use"]
+    assert (use.name, use.input) == ("get_weather", {"city": "Lima"})
+    messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content
+                                                   if b.type == "tool_use"]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                               "content": "fog"}]}]
+    with claude_sdk.messages.stream(model="claude", max_tokens=512, messages=messages,
+                                    tools=[ANTHROPIC_WEATHER]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "fog" and final.stop_reason == "end_turn"
+    assert server.wait_no_cli() == []
+
+
+def test_a_result_after_the_timeout_is_replayed_in_a_fresh_run(model_double, tmp_path):
+    """A parked run nobody answers within tool_result_timeout_secs ends (its claude is
+    gone); the late result then gets a fresh run whose prompt carries the whole
+    conversation, call and result included, and the answer says so in its header."""
+    srv = ClinvkServer(model_double.url, tmp_path, tool_result_timeout_secs=1).start()
+    try:
+        with openai.OpenAI(base_url=srv.url + "/openai/v1", api_key="x", max_retries=0,
+                           timeout=90) as client:
+            _asks_for(model_double, city="Kyiv")
+            messages = [{"role": "user", "content": ASK}]
+            first = client.chat.completions.create(model="claude", messages=messages,
+                                                   tools=[WEATHER])
+            [call] = first.choices[0].message.tool_calls
+            assert srv.wait_no_cli() == [], "the parked claude should end after the timeout"
+            model_double.set(tool_use=None, reply="replayed answer")
+            messages += [first.choices[0].message.model_dump(exclude_none=True),
+                         {"role": "tool", "tool_call_id": call.id, "content": "hail"}]
+            raw = client.chat.completions.with_raw_response.create(
+                model="claude", messages=messages, tools=[WEATHER])
+            assert raw.headers["x-clinvk-tool-replay"] == "1"
+            assert raw.parse().choices[0].message.content == "replayed answer"
+            prompt = user_texts(generation_requests(model_double.requests())[-1])[-1]
+            assert ASK in prompt and "get_weather" in prompt and call.id in prompt
+            assert "hail" in prompt
+            assert srv.wait_no_cli() == []
+    finally:
+        srv.stop()
+
+
+def test_bad_tools_are_400s_naming_the_field(oai, claude_sdk, server):
+    """Duplicate names and a result for a call the conversation never made are refused
+    in each dialect's envelope, naming the field; no CLI runs."""
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.chat.completions.create(model="claude", messages=[{"role": "user", "content": "x"}],
+                                    tools=[WEATHER, WEATHER])
+    assert err.value.param == "tools[1].function.name"
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.chat.completions.create(model="claude", tools=[WEATHER], messages=[
+            {"role": "user", "content": "x"},
+            {"role": "tool", "tool_call_id": "call_never_made", "content": "r"}])
+    assert err.value.param == "messages[1].tool_call_id"
+    bad_schema = {**ANTHROPIC_WEATHER, "input_schema": {"type": "object", "properties": 3}}
+    with pytest.raises(anthropic.BadRequestError) as err:
+        claude_sdk.messages.create(model="claude", max_tokens=10, tools=[bad_schema],
+                                   messages=[{"role": "user", "content": "x"}])
+    assert "tools.0.input_schema" in err.value.message
+    assert server.cli_pids() == []
