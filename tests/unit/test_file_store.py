@@ -68,6 +68,15 @@ async def test_writes_leave_no_temp_files(store: FileSessionStore) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_hold_leaves_no_file(store: FileSessionStore) -> None:
+    """The run lock file of a hold is gone once the hold ends."""
+    await store.create(make())
+    async with store.hold("s1"):
+        assert (store.directory / ".s1.run").exists()
+    assert sorted(os.listdir(store.directory)) == [".lock", "s1.json"]
+
+
+@pytest.mark.anyio
 async def test_failed_write_keeps_old_file(
     store: FileSessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

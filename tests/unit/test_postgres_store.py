@@ -20,8 +20,10 @@ from clinvk.adapters.sessions.postgres_store import (
     is_postgres_url,
     migrate,
 )
-from clinvk.domain.errors import SessionNotFound, SessionStoreUnavailable
-from clinvk.domain.models import Session, SessionQuery
+from clinvk.domain.errors import SessionBusy, SessionNotFound, SessionStoreUnavailable
+from clinvk.domain.models import PromptRequest, Session, SessionQuery
+from clinvk.entrypoints.bootstrap import bootstrap
+from tests.fakes import FakeBackendRunner, FakeClock, FakeIds
 from tests.support.postgres import PostgresServer
 
 
@@ -108,6 +110,29 @@ async def test_two_replicas_of_eight_clients_lose_no_update(
     finally:
         for store in replicas:
             await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_session_running_on_one_replica_is_busy_on_the_other(
+    postgres_server: PostgresServer, config
+) -> None:
+    """A turn of a session another replica holds is refused with SessionBusy; once that
+    replica lets go, the turn runs."""
+    url = postgres_server.new_schema()
+    here, there = PostgresSessionStore(url), PostgresSessionStore(url)
+    services = bootstrap(config, runner=FakeBackendRunner(), store=here, clock=FakeClock(),
+                         ids=FakeIds())
+    try:
+        first = await services.prompt.run(PromptRequest(backend="claude", prompt="one"))
+        again = PromptRequest(backend="claude", prompt="two", session_id=first.session_id)
+        async with there.hold(first.session_id or ""):
+            with pytest.raises(SessionBusy):
+                await services.prompt.run(again)
+        assert (await services.prompt.run(again)).session_id == first.session_id
+        assert (await there.get(first.session_id or "")).turn_count == 2
+    finally:
+        await here.aclose()
+        await there.aclose()
 
 
 @pytest.fixture

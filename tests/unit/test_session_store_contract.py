@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from clinvk.adapters.sessions.file_store import FileSessionStore
 from clinvk.adapters.sessions.postgres_store import PostgresSessionStore
-from clinvk.domain.errors import SessionNotFound
+from clinvk.domain.errors import SessionBusy, SessionNotFound
 from clinvk.domain.models import Session, SessionQuery, TokenUsage
 from clinvk.ports import SessionStore
 
@@ -158,6 +158,9 @@ async def test_crafted_ids_are_unknown(store: SessionStore, bad_id: str) -> None
         await store.delete(bad_id)
     with pytest.raises(ValueError):
         await store.create(make(bad_id))
+    with pytest.raises(SessionNotFound):
+        async with store.hold(bad_id):
+            pass
     assert await store.ids_with_prefix(bad_id, 5) == []
     assert [s.id for s in (await store.list(SessionQuery())).sessions] == ["inside"]
 
@@ -268,6 +271,35 @@ async def test_concurrent_updates_through_two_stores(new_store: StoreFactory) ->
                 tg.start_soon(first.update, "s1", bump)
                 tg.start_soon(second.update, "s1", bump)
         assert (await second.get("s1")).turn_count == 50
+    finally:
+        await close(first)
+        await close(second)
+
+
+@pytest.mark.anyio
+async def test_a_hold_excludes_other_holders_until_released(new_store: StoreFactory) -> None:
+    """While one store object (process, replica) holds a session, another gets SessionBusy
+    for it but not for other sessions, and may still update it; leaving the hold, also by an
+    exception, frees it."""
+    first, second = new_store(), new_store()
+    try:
+        await first.create(make())
+        async with first.hold("s1"):
+            with pytest.raises(SessionBusy):
+                async with second.hold("s1"):
+                    pass
+            async with second.hold("s2"):
+                pass
+            assert (await second.update("s1", bump)).turn_count == 1
+        async with second.hold("s1"):
+            pass
+        with pytest.raises(RuntimeError):
+            async with first.hold("s1"):
+                raise RuntimeError("the run failed")
+        async with second.hold("s1"):
+            with pytest.raises(SessionBusy):
+                async with first.hold("s1"):
+                    pass
     finally:
         await close(first)
         await close(second)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -42,4 +43,9 @@ class SessionStore(Protocol):
 
     async def count(self) -> int:
         """Number of stored sessions; raises OSError-derived errors when unavailable."""
+        ...
+
+    def hold(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Hold a session for one run, across processes and replicas: entering raises
+        SessionBusy while another holder has it; leaving (or the holder dying) frees it."""
         ...

@@ -4,6 +4,7 @@ Layout of the directory (normally `$CLINVK_HOME/sessions`, mode 0700):
 
     <id>.json         one Session, mode 0600, replaced atomically on every write
     .lock             the exclusive flock every writer holds (never deleted)
+    .<id>.run         flocked by the process running a turn of the session (see `hold`)
     .<id>.*.tmp       a write in progress (or left by a crash; harmless, never read)
 
 Reads need no lock because a file is only ever swapped in whole by `os.replace`.
@@ -21,7 +22,7 @@ import fcntl
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from clinvk.domain.errors import SessionNotFound, SessionStoreUnavailable
+from clinvk.domain.errors import SessionBusy, SessionNotFound, SessionStoreUnavailable
 from clinvk.domain.models import Session, SessionPage, SessionQuery
 
 LOCK_FILE = ".lock"
@@ -131,6 +132,19 @@ class FileSessionStore:
     async def count(self) -> int:
         """Number of session files; OSError when the directory exists but cannot be read."""
         return len(await anyio.to_thread.run_sync(self._files))
+
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session for one run: a flock on `.<id>.run`, so a second process using
+        this directory gets SessionBusy; the file goes when the run ends."""
+        path = self._path(session_id).with_name(f".{session_id}.run")
+        with _failures("hold the session"):
+            fd = await anyio.to_thread.run_sync(_take_run_lock, path, session_id)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # while still locked: the next holder makes a new one
+            os.close(fd)
 
     # -- blocking parts, run in worker threads ------------------------------------------------
 
@@ -263,6 +277,29 @@ def _failures(action: str) -> Iterator[None]:
         name = errno.errorcode.get(exc.errno or 0, "")
         cause = _CAUSES.get(exc.errno or 0, exc.strerror or "input/output error")
         raise SessionStoreUnavailable(action, f"{cause} ({name})" if name else cause) from exc
+
+
+def _take_run_lock(path: Path, session_id: str) -> int:
+    """An fd holding the flock of `path`; SessionBusy when another process holds it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SessionBusy(session_id) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd
+        # The holder before us removed the file between our open and flock: lock the new one.
+        os.close(fd)
 
 
 def _load(path: Path) -> Session | None:

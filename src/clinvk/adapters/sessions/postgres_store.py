@@ -11,7 +11,10 @@ The columns beside `record` exist for SQL: listing filters, orders and pages in 
 database, purge deletes by `last_used`, prefix lookup uses the primary key's index.
 
 Exclusion: `update` reads the row `FOR UPDATE` inside its transaction, so read-modify-write
-is atomic across replicas exactly as the file store's flock makes it across processes.
+is atomic across replicas exactly as the file store's flock makes it across processes. A run
+`hold`s its session with a session-level advisory lock on a connection of its own (outside
+the pool, which a long run must not drain); the lock goes with that connection, so a replica
+that dies mid-run frees its sessions.
 Migrations run under a transaction-level advisory lock, so replicas starting together apply
 each one once.
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import time
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
@@ -34,11 +37,13 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from clinvk.adapters.sessions.file_store import valid_id
-from clinvk.domain.errors import SessionNotFound, SessionStoreUnavailable
+from clinvk.domain.errors import SessionBusy, SessionNotFound, SessionStoreUnavailable
 from clinvk.domain.models import Session, SessionPage, SessionQuery
 
 #: Key of the advisory lock migrations hold ("clinvk" in ASCII).
 MIGRATION_LOCK = 0x636C696E766B
+#: First key of the advisory locks that hold sessions for a run (the second is the id's hash).
+HOLD_LOCK_CLASS = 0x636C6976
 
 #: One tuple of statements per schema version, applied in order, never edited once shipped.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -95,6 +100,8 @@ class PostgresSessionStore:
     ) -> None:
         """`wait_secs`: how long a request waits for a connection before it is told the store
         is unavailable (a down server is found out in this time at most)."""
+        self._conninfo = conninfo
+        self._wait_secs = wait_secs
         self._pool = AsyncConnectionPool(
             conninfo,
             min_size=1,
@@ -219,12 +226,31 @@ class PostgresSessionStore:
         async with self._connection("count the sessions") as conn:
             return (await (await conn.execute("SELECT count(*) FROM clinvk_sessions")).fetchone())[0]
 
-    async def ping(self) -> float:
-        """Seconds one round trip to the database takes (for /health)."""
-        async with self._connection("reach the database") as conn:
-            started = time.perf_counter()
-            await conn.execute("SELECT 1")
-            return time.perf_counter() - started
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session for one run across replicas (SessionBusy when another has it)."""
+        if not valid_id(session_id):
+            raise SessionNotFound(session_id)
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=max(1, int(self._wait_secs))
+            )
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise SessionStoreUnavailable("hold the session", _cause(exc)) from exc
+        try:
+            try:
+                cursor = await conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (HOLD_LOCK_CLASS, _key(session_id))
+                )
+                row = await cursor.fetchone()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise SessionStoreUnavailable("hold the session", _cause(exc)) from exc
+            if not (row and row[0]):
+                raise SessionBusy(session_id)
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.close()  # ends the lock with the connection
 
     # -- connections and schema ------------------------------------------------------------
 
@@ -280,6 +306,12 @@ def _load(row: tuple | None, session_id: str | None) -> Session | None:
     except msgspec.DecodeError:
         return None
     return session if session_id in (None, session.id) else None
+
+
+def _key(session_id: str) -> int:
+    # A hash every replica computes alike (Python's hash() is salted per process).
+    digest = hashlib.blake2b(session_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _cause(exc: Exception) -> str:
