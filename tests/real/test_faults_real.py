@@ -101,8 +101,9 @@ def _files(server: ClinvkServer) -> dict[str, bytes]:
 
 
 def test_a_full_session_store_is_a_503_naming_the_cause(server):
-    """With the session store's disk full, every dialect answers 503 'the disk is full', a
-    turn of an existing session too; the stored files stay whole; freeing space heals it."""
+    """With the session store's disk full, every dialect answers 503 'the disk is full' (a
+    streamed request too, before its stream starts), a turn of an existing session too; the
+    stored files stay whole; freeing space heals it."""
     first = _prompt(server)
     assert first.status_code == 200, first.text
     session_id = first.json()["session_id"]
@@ -117,6 +118,8 @@ def test_a_full_session_store_is_a_503_naming_the_cause(server):
     finally:
         os.close(fd)
     _assert_store_fault(server, "disk is full")
+    stream = _prompt(server, output_format="stream-json")  # refused before any line
+    assert stream.status_code == 503 and stream.json()["code"] == "session_store_unavailable"
     turn = _prompt(server, session_id=session_id)  # the CLI answers; recording it fails
     assert turn.status_code == 503 and "disk is full" in turn.json()["detail"]
     assert _files(server) == before  # nothing truncated, nothing half-written
