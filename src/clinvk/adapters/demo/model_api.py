@@ -51,6 +51,9 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "fail_calls": None,  # fail only this many calls, then answer normally (None: all)
     # {"name": ..., "input": {...}}: a call whose tools offer `name` is answered with a call
     # to it; the next call, carrying its result, with the result's text.
+    # A list of such calls is made at once, in one answer (parallel tool calls); a Responses
+    # tool in a namespace (codex's `mcp__<server>` holding `<tool>`) is asked for as
+    # `mcp__<server>__<tool>`.
     "tool_use": None,
 }
 
@@ -216,19 +219,21 @@ def _anthropic_events(model: str, pieces: list[str], usage_in: int):
     yield "message_stop", {"type": "message_stop"}
 
 
-def _anthropic_tool_events(model: str, name: str, arguments: dict, usage_in: int):
-    """(event name, data) pairs of a Messages stream that calls tool `name`."""
+def _anthropic_tool_events(model: str, calls: list[dict], usage_in: int):
+    """(event name, data) pairs of a Messages stream that calls each tool of `calls`
+    ({"name", "input"}) in one message."""
     msg = {"id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant",
            "content": [], "model": model, "stop_reason": None, "stop_sequence": None,
            "usage": {"input_tokens": usage_in, "output_tokens": 1}}
-    block = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:20], "name": name,
-             "input": {}}
     yield "message_start", {"type": "message_start", "message": msg}
-    yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                  "content_block": block}
-    yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
-        "type": "input_json_delta", "partial_json": json.dumps(arguments)}}
-    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    for index, call in enumerate(calls):
+        block = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:20],
+                 "name": call["name"], "input": {}}
+        yield "content_block_start", {"type": "content_block_start", "index": index,
+                                      "content_block": block}
+        yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
+            "type": "input_json_delta", "partial_json": json.dumps(call.get("input") or {})}}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
     yield "message_delta", {"type": "message_delta",
                             "delta": {"stop_reason": "tool_use", "stop_sequence": None},
                             "usage": {"output_tokens": 1}}
@@ -249,11 +254,14 @@ def _tool_result_text(api: str, request: dict) -> str | None:
                    and b.get("type") == "tool_result"]
         return "".join("".join(_texts(b.get("content"))) for b in results) if results else None
     if api == "openai":
-        last = _last(request.get("input"))
-        if not (isinstance(last, dict) and last.get("type") == "function_call_output"):
-            return None
-        output = last.get("output")
-        return output if isinstance(output, str) else "".join(_texts(output))
+        items = request.get("input") if isinstance(request.get("input"), list) else []
+        outputs = []
+        for item in reversed(items):  # the outputs the input ends with, in their order
+            if not (isinstance(item, dict) and item.get("type") == "function_call_output"):
+                break
+            output = item.get("output")
+            outputs.insert(0, output if isinstance(output, str) else "".join(_texts(output)))
+        return "".join(outputs) if outputs else None
     last = _last(request.get("contents"))
     parts = last.get("parts") if isinstance(last, dict) else None
     results = [p["functionResponse"] for p in parts or [] if isinstance(p, dict)
@@ -262,42 +270,63 @@ def _tool_result_text(api: str, request: dict) -> str | None:
 
 
 def _offers_tool(api: str, request: dict, name: str) -> bool:
+    return _tool_fields(api, request, name) is not None
+
+
+def _tool_fields(api: str, request: dict, name: str) -> dict | None:
+    """How a call of tool `name` names it, when the request offers it: {"name": name}, or
+    for a Responses namespace (codex's MCP tools: `mcp__<server>` holding `<tool>`, asked
+    for as `mcp__<server>__<tool>`) {"name": tool, "namespace": ns}."""
     tools = request.get("tools")
     if not isinstance(tools, list):
-        return False
+        return None
     if api == "gemini":
         tools = [f for t in tools if isinstance(t, dict)
                  for f in t.get("functionDeclarations") or []]
-    return any(isinstance(t, dict) and t.get("name") == name for t in tools)
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("name") == name and tool.get("type") != "namespace":
+            return {"name": name}
+        if api == "openai" and tool.get("type") == "namespace":
+            for inner in tool.get("tools") or []:
+                if isinstance(inner, dict) and f"{tool.get('name')}__{inner.get('name')}" == name:
+                    return {"name": inner["name"], "namespace": tool["name"]}
+    return None
 
 
-def _openai_tool_events(model: str, name: str, arguments: dict, usage_in: int):
-    """The Responses API event sequence of one function call."""
+def _openai_tool_events(model: str, calls: list[dict], usage_in: int):
+    """The Responses API event sequence of function calls made at once (each of `calls`
+    is {"name", "input"} plus the `fields` naming it, see _tool_fields)."""
     resp_id = "resp_" + uuid.uuid4().hex[:20]
     base = {"id": resp_id, "object": "response", "created_at": int(time.time()),
             "model": model, "status": "in_progress", "output": []}
-    args = json.dumps(arguments)
-    item = {"id": "fc_" + uuid.uuid4().hex[:20], "type": "function_call", "status": "completed",
-            "call_id": "call_" + uuid.uuid4().hex[:20], "name": name, "arguments": args}
     yield "response.created", {"response": base}
-    yield "response.output_item.added", {"output_index": 0, "item": {
-        **item, "status": "in_progress", "arguments": ""}}
-    yield "response.function_call_arguments.delta", {"item_id": item["id"], "output_index": 0,
-                                                     "delta": args}
-    yield "response.function_call_arguments.done", {"item_id": item["id"], "output_index": 0,
-                                                    "arguments": args}
-    yield "response.output_item.done", {"output_index": 0, "item": item}
+    items = []
+    for index, call in enumerate(calls):
+        args = json.dumps(call.get("input") or {})
+        item = {"id": "fc_" + uuid.uuid4().hex[:20], "type": "function_call",
+                "status": "completed", "call_id": "call_" + uuid.uuid4().hex[:20],
+                **call.get("fields", {"name": call["name"]}), "arguments": args}
+        items.append(item)
+        yield "response.output_item.added", {"output_index": index, "item": {
+            **item, "status": "in_progress", "arguments": ""}}
+        yield "response.function_call_arguments.delta", {"item_id": item["id"],
+                                                         "output_index": index, "delta": args}
+        yield "response.function_call_arguments.done", {"item_id": item["id"],
+                                                        "output_index": index, "arguments": args}
+        yield "response.output_item.done", {"output_index": index, "item": item}
     usage = {"input_tokens": usage_in, "input_tokens_details": {"cached_tokens": 0},
              "output_tokens": 1, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": usage_in + 1}
-    yield "response.completed", {"response": {**base, "status": "completed", "output": [item],
+    yield "response.completed", {"response": {**base, "status": "completed", "output": items,
                                               "usage": usage}}
 
 
-def _gemini_call_chunk(model: str, name: str, arguments: dict, usage_in: int) -> dict:
-    """One (last) Gemini chunk whose only part calls function `name`."""
-    cand = {"content": {"parts": [{"functionCall": {"name": name, "args": arguments}}],
-                        "role": "model"}, "finishReason": "STOP", "index": 0}
+def _gemini_call_chunk(model: str, calls: list[dict], usage_in: int) -> dict:
+    """One (last) Gemini chunk whose parts call each function of `calls`."""
+    parts = [{"functionCall": {"name": c["name"], "args": c.get("input") or {}}} for c in calls]
+    cand = {"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}
     return {"candidates": [cand], "modelVersion": model, "usageMetadata": {
         "promptTokenCount": usage_in, "candidatesTokenCount": 1,
         "totalTokenCount": usage_in + 1}}
@@ -483,7 +512,11 @@ class _Handler(BaseHTTPRequestHandler):
                                    else {"totalTokens": n_in})
         tool = k["tool_use"]
         calls_tool = False
-        if tool and _offers_tool(api, req, tool["name"]):
+        # One call, or a list of calls the model makes at once (parallel tool calls).
+        wanted = [dict(c) for c in (tool if isinstance(tool, list) else [tool] if tool else [])]
+        for call in wanted:
+            call["fields"] = _tool_fields(api, req, call["name"])
+        if wanted and all(c["fields"] is not None for c in wanted):
             result = _tool_result_text(api, req)
             calls_tool = result is None
             if result is not None:
@@ -491,7 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
         if api == "gemini":
             model = _GEMINI_RE.match(urlsplit(self.path).path.rstrip("/")).group(1)
             if calls_tool:
-                chunk = _gemini_call_chunk(model, tool["name"], tool.get("input") or {}, n_in)
+                chunk = _gemini_call_chunk(model, wanted, n_in)
                 if kind != "stream":
                     return self._send_json(200, chunk)
                 self._start_stream()
@@ -514,7 +547,7 @@ class _Handler(BaseHTTPRequestHandler):
             call = _anthropic_tool_events if api == "anthropic" else _openai_tool_events
             self._start_stream()
             seq = 0
-            for name, data in call(model, tool["name"], tool.get("input") or {}, n_in):
+            for name, data in call(model, wanted, n_in):
                 if api == "openai":
                     data = {"type": name, "sequence_number": seq, **data}
                     seq += 1
