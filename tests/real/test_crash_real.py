@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.clis import missing_clis
 from tests.support.model_double import generation_requests
@@ -167,20 +168,35 @@ def _alive(pids: list[int]) -> list[int]:
     return left
 
 
+#: How each CLI is asked for a long, silent shell tool run: the tool the double calls, and
+#: what the request must say so the CLI may run it. codex runs its shell under setsid (a group
+#: of its own); the command adds a helper of its own that leaves the group too.
+TOOL_RUNS = {
+    "claude": ("Bash", {"extra": ["--allowedTools", "Bash"]}),
+    # an unlisted model name: codex then offers its default tools, exec_command among them
+    "codex": ("exec_command", {"model": "mock-model", "approval_mode": "auto",
+                               "sandbox_mode": "full"}),
+}
+SHELL = "setsid sleep 300 & sleep 300"
+
+
+@pytest.mark.parametrize("backend", sorted(TOOL_RUNS))
 def test_sigkill_during_a_silent_tool_run_ends_the_tool_and_its_helpers(model_double,
-                                                                         tmp_path):
-    """kill -9 of the server while claude sits in a long Bash tool run (nothing written for
-    minutes, so no dead pipe would ever stop it) ends claude, the tool's shell and a helper
+                                                                         tmp_path, backend):
+    """kill -9 of the server while the CLI sits in a long shell tool run (nothing written for
+    minutes, so no dead pipe would ever stop it) ends the CLI, the tool's shell and a helper
     that left the group with setsid, within 2 s; the restarted server marks the session
     `error`."""
     assert not missing_clis()
-    model_double.set(tool_use={"name": "Bash", "input": {
-        "command": "setsid sleep 300 & sleep 300", "description": "wait a while"}})
+    tool, options = TOOL_RUNS[backend]
+    field = "cmd" if backend == "codex" else "command"
+    model_double.set(tool_use={"name": tool, "input": {field: SHELL,
+                                                       "description": "wait a while"}})
     server = ClinvkServer(model_double.url, tmp_path).start()
     seen: dict[str, str] = {}
     try:
-        body = {"backend": "claude", "prompt": "run the build", "output_format": "stream-json",
-                "extra": ["--allowedTools", "Bash"]}
+        body = {"backend": backend, "prompt": "run the build", "output_format": "stream-json",
+                **options}
 
         def run() -> None:
             try:
@@ -188,7 +204,7 @@ def test_sigkill_during_a_silent_tool_run_ends_the_tool_and_its_helpers(model_do
                                   timeout=SETTLE_SECS * 4) as r:
                     for line in r.iter_lines():
                         if line and json.loads(line).get("session_id"):
-                            seen.setdefault("claude", json.loads(line)["session_id"])
+                            seen.setdefault(backend, json.loads(line)["session_id"])
             except httpx.HTTPError:
                 pass
 
@@ -222,7 +238,7 @@ def test_sigkill_during_a_silent_tool_run_ends_the_tool_and_its_helpers(model_do
     model_double.reset()
     again = server.start()
     try:
-        session = _sessions(again)[seen["claude"]]
+        session = _sessions(again)[seen[backend]]
         assert session["status"] == "error" and "interrupted" in session["error"]
     finally:
         again.stop(signal.SIGTERM)
