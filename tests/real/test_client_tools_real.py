@@ -209,3 +209,35 @@ def test_bad_tools_are_400s_naming_the_field(oai, claude_sdk, server):
                                    messages=[{"role": "user", "content": "x"}])
     assert "tools.0.input_schema" in err.value.message
     assert server.cli_pids() == []
+
+
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "The time in a zone",
+    "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}}}
+
+
+def test_two_calls_made_at_once_come_in_one_answer(oai, server, model_double):
+    """The model calls two tools in one message: claude makes both MCP calls at once (the
+    bridge marks the tools read-only), both come in one answer, and one request with both
+    results resumes claude, whose model gets both."""
+    model_double.set(tool_use=[
+        {"name": CLAUDE_NAME, "input": {"city": "Paris"}},
+        {"name": "mcp__client__get_time", "input": {"zone": "CET"}}])
+    messages = [{"role": "user", "content": "weather and time?"}]
+    first = oai.chat.completions.create(model="claude", messages=messages,
+                                        tools=[WEATHER, TIME])
+    assert first.choices[0].finish_reason == "tool_calls"
+    calls = first.choices[0].message.tool_calls
+    assert sorted((c.function.name, c.function.arguments) for c in calls) == [
+        ("get_time", '{"zone":"CET"}'), ("get_weather", '{"city":"Paris"}')]
+    answers = {"get_weather": "sunny", "get_time": "noon"}
+    messages += [first.choices[0].message.model_dump(exclude_none=True), *[
+        {"role": "tool", "tool_call_id": c.id, "content": answers[c.function.name]}
+        for c in calls]]
+    second = oai.chat.completions.create(model="claude", messages=messages,
+                                         tools=[WEATHER, TIME])
+    assert second.choices[0].finish_reason == "stop"
+    sent = {b["content"][0]["text"] for b in _last_tool_result_sent(model_double)}
+    assert sent == {"sunny", "noon"}
+    assert sorted(second.choices[0].message.content) == sorted("sunnynoon")
+    assert server.wait_no_cli() == []
