@@ -20,6 +20,7 @@ from clinvk.adapters.backends.registry import (
     start_time,
 )
 from clinvk.domain.config import Config
+from clinvk.domain.errors import SessionStoreUnavailable
 from clinvk.domain.models import Session
 from clinvk.entrypoints.bootstrap import bootstrap
 from clinvk.entrypoints.recovery import reap_interrupted_runs
@@ -180,3 +181,29 @@ async def test_start_up_marks_interrupted_sessions_error_and_clears_the_records(
     assert p.wait(30) == -signal.SIGKILL and q.wait(30) == -signal.SIGKILL
     assert not folder.exists()
     assert len(log.lines) == 2
+
+
+class _BrokenStore(FakeSessionStore):
+    async def update(self, session_id, change):
+        raise SessionStoreUnavailable("save the session", "the disk is full (ENOSPC)")
+
+
+@pytest.mark.anyio
+async def test_a_store_that_cannot_be_written_keeps_the_records_for_next_time(
+    tmp_path, sleeper
+):
+    """When the session cannot be marked (disk full), the survivor is still killed, the
+    failure is logged, and the dead server's records stay for the next start."""
+    folder = _dead_server(tmp_path)
+    p = sleeper()
+    _run_file(folder, p, session="s1")
+    store = _BrokenStore()
+    await store.create(_session("s1"))
+    runner = FakeBackendRunner()
+    runner.groups = ProcessGroups(RunRegistry(tmp_path, host=HOST))  # type: ignore[attr-defined]
+    services = bootstrap(Config(), runner=runner, store=store, clock=FakeClock(), ids=FakeIds())
+    log = _Log()
+    assert await reap_interrupted_runs(services, log) == 1
+    assert p.wait(30) == -signal.SIGKILL
+    assert folder.exists()
+    assert any("cannot mark" in event for event, _ in log.lines)
