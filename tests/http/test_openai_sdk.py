@@ -131,7 +131,8 @@ def test_models_list_and_retrieve(client):
 
 
 def test_bad_request_is_bad_request_error(client):
-    """An image part raises BadRequestError whose param names the part."""
+    """A remote image (server.fetch_remote_images off) raises BadRequestError whose param
+    names the part's URL."""
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(
             model="claude",
@@ -140,7 +141,7 @@ def test_bad_request_is_bad_request_error(client):
                 {"type": "image_url", "image_url": {"url": "https://example.invalid/a.png"}},
             ]}],
         )
-    assert err.value.param == "messages[0].content[1]"
+    assert err.value.param == "messages[0].content[1].image_url"
     assert err.value.type == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="claude", messages=[], n=2)
