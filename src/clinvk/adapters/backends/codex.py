@@ -29,6 +29,7 @@ from clinvk.domain.events import (
     Usage,
 )
 from clinvk.domain.models import RunResult, RunSpec, TokenUsage
+from clinvk.domain.tools import BridgeSpec
 
 _SANDBOX = {"read-only": "read-only", "workspace": "workspace-write", "full": "danger-full-access"}
 
@@ -401,6 +402,27 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)
 
 
+#: codex's own tools, turned off while the client's tools are offered (`builtin_tools`
+#: false): shell and exec sessions, image viewing, sub-agents, goals; web search by setting.
+_BUILTIN_FEATURES = ("shell_tool", "unified_exec", "view_image", "multi_agent", "goals")
+
+
+def bridge_flags(tools: BridgeSpec) -> list[str]:
+    """codex's flags for the client-tools bridge: a streamable HTTP MCP server whose tools
+    run without approval (`exec` never asks, so unapproved calls would fail), a tool
+    timeout above the wait for a result, and, unless kept, its own tools off."""
+    prefix = f"mcp_servers.{tools.server}"
+    timeout = int(tools.result_timeout_secs + 60)
+    argv = ["-c", f"{prefix}.url={_toml_string(tools.url)}",
+            "-c", f'{prefix}.default_tools_approval_mode="approve"',
+            "-c", f"{prefix}.tool_timeout_sec={timeout}"]
+    if not tools.builtin_tools:
+        for feature in _BUILTIN_FEATURES:
+            argv += ["--disable", feature]
+        argv += ["-c", 'web_search="disabled"']
+    return argv
+
+
 class CodexBackend:
     """OpenAI Codex CLI."""
 
@@ -436,6 +458,8 @@ class CodexBackend:
         if spec.effort:
             # codex passes the level on as the Responses API's `reasoning.effort`.
             argv += ["-c", f"model_reasoning_effort={_toml_string(spec.effort)}"]
+        if spec.tools is not None:
+            argv += bridge_flags(spec.tools)
         flags = self._flags(spec, config)
         argv += flags
         if spec.max_retries is not None:
