@@ -50,6 +50,8 @@ def claude_sdk(server):
 
 
 def _asks_for(model_double: ModelDouble, name: str = CLAUDE_NAME, city: str = "Paris") -> None:
+    # claude and codex both name the bridge tool mcp__client__get_weather (codex as a
+    # namespace mcp__client holding get_weather; the double reads either).
     model_double.set(tool_use={"name": name, "input": {"city": city}})
 
 
@@ -240,4 +242,54 @@ def test_two_calls_made_at_once_come_in_one_answer(oai, server, model_double):
     sent = {b["content"][0]["text"] for b in _last_tool_result_sent(model_double)}
     assert sent == {"sunny", "noon"}
     assert sorted(second.choices[0].message.content) == sorted("sunnynoon")
+    assert server.wait_no_cli() == []
+
+
+#: codex offers an MCP server's tools as a Responses namespace; its default model runs in
+#: code mode (tools only inside its `exec` JavaScript tool), so these runs name a model
+#: whose tools are offered directly.
+CODEX_MODEL = "codex/gpt-5"
+
+
+def test_codex_openai_round_trip(oai, server, model_double):
+    """codex: its model calls get_weather of the bridge's namespace; the SDK gets the
+    call while codex waits in it; the result resumes codex, whose model gets it; codex's
+    own shell and web tools are not offered."""
+    _asks_for(model_double, city="Paris")
+    messages = [{"role": "user", "content": ASK}]
+    first = oai.chat.completions.create(model=CODEX_MODEL, messages=messages, tools=[WEATHER])
+    assert first.choices[0].finish_reason == "tool_calls"
+    [call] = first.choices[0].message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == (
+        "get_weather", {"city": "Paris"})
+    offered = generation_requests(model_double.requests())[-1]["body"]["tools"]
+    names = {t.get("name") for t in offered}
+    assert "mcp__client" in names
+    assert not names & {"exec_command", "shell", "apply_patch", "web_search", "view_image"}
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+    second = oai.chat.completions.create(model=CODEX_MODEL, messages=messages, tools=[WEATHER])
+    assert second.choices[0].finish_reason == "stop"
+    assert "sunny, 21 C" in second.choices[0].message.content
+    assert server.wait_no_cli() == []
+
+
+def test_codex_anthropic_streamed_round_trip(claude_sdk, server, model_double):
+    """codex behind the Anthropic dialect, streamed: tool_use then the continuation."""
+    _asks_for(model_double, city="Oslo")
+    messages = [{"role": "user", "content": ASK}]
+    with claude_sdk.messages.stream(model=CODEX_MODEL, max_tokens=512, messages=messages,
+                                    tools=[ANTHROPIC_WEATHER]) as stream:
+        first = stream.get_final_message()
+    assert first.stop_reason == "tool_use"
+    [use] = [b for b in first.content if b.type == "tool_use"]
+    assert (use.name, use.input) == ("get_weather", {"city": "Oslo"})
+    messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content
+                                                   if b.type == "tool_use"]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                               "content": "snow"}]}]
+    with claude_sdk.messages.stream(model=CODEX_MODEL, max_tokens=512, messages=messages,
+                                    tools=[ANTHROPIC_WEATHER]) as stream:
+        text = "".join(stream.text_stream)
+    assert "snow" in text
     assert server.wait_no_cli() == []
