@@ -195,13 +195,15 @@ def test_failing_model_api_mid_stream_raises_api_error(client, model_double):
             stream.get_final_message()
 
 
-def test_image_block_is_a_bad_request_error(client, model_double):
-    """An image block raises BadRequestError naming the block, and no CLI runs."""
+def test_image_block_that_is_no_image_is_a_bad_request_error(client, model_double):
+    """An image block whose bytes are no image raises BadRequestError naming the block, and
+    no CLI runs (real images reach the CLIs: test_images_real.py)."""
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
     with pytest.raises(anthropic.BadRequestError) as err:
         client.messages.create(model="claude", max_tokens=1024,
                                messages=[{"role": "user", "content": [image]}])
-    assert err.value.body["error"]["message"].startswith("messages.0.content.0: image blocks")
+    message = err.value.body["error"]["message"]
+    assert message.startswith("messages.0.content.0.source: the data is not a PNG")
     assert generation_requests(model_double.requests()) == []
 
 

@@ -168,13 +168,14 @@ def test_failing_model_api_mid_stream_raises_api_error(client, model_double):
     assert "stop" not in finishes
 
 
-def test_image_part_is_a_bad_request_error(client, model_double):
-    """An image part raises BadRequestError naming the part, and no CLI runs."""
+def test_image_part_that_is_no_image_is_a_bad_request_error(client, model_double):
+    """An image part whose bytes are no image raises BadRequestError naming the part, and
+    no CLI runs (real images reach the CLIs: test_images_real.py)."""
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="claude", messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
         ]}])
-    assert err.value.param == "messages[0].content[0]"
+    assert err.value.param == "messages[0].content[0].image_url"
     assert generation_requests(model_double.requests()) == []
 
 
