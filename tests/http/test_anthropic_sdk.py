@@ -154,7 +154,7 @@ def test_models_list_and_retrieve(sdk):
 
 
 def test_uncarried_block_is_bad_request(sdk):
-    """An image block raises BadRequestError naming the block."""
+    """An image block whose bytes are no image raises BadRequestError naming the block."""
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
     with pytest.raises(anthropic.BadRequestError) as err:
         sdk.messages.create(model="claude", max_tokens=10,
