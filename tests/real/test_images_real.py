@@ -164,3 +164,28 @@ def test_a_responses_input_image_reaches_the_cli_as_an_image(clinvk_server, mode
     r = _post(clinvk_server, "/openai/v1/responses", body)
     assert r.status_code == 200, r.text
     assert ("image/png", png_b64(COLOUR)) in _images(_last_call(model_double)["body"])
+
+
+def test_the_run_folder_is_gone_after_the_run(model_double, tmp_path):
+    """The images a CLI was given lay in a per-run folder under the server's temp dir
+    (codex names the file in its model call, gemini lists the folder in its workspace), and
+    that folder is gone once the answer is back (its modes: tests/unit/test_run_files.py)."""
+    from tests.support.server import ClinvkServer
+
+    temp = tmp_path / "server-tmp"
+    temp.mkdir()
+    server = ClinvkServer(model_double.url, tmp_path / "scratch",
+                          env={"TMPDIR": str(temp)}).start()
+    try:
+        for backend in ("codex", "gemini"):
+            model_double.clear_log()
+            body = {"model": backend, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "see"},
+                {"type": "image_url", "image_url": {"url": data_url(COLOUR)}}]}]}
+            r = _post(server, "/openai/v1/chat/completions", body)
+            assert r.status_code == 200, r.text
+            call = _texts(_last_call(model_double)["body"])
+            assert str(temp / "clinvk-run-") in call, f"{backend} was not given the run folder"
+            assert list(temp.glob("clinvk-run-*")) == []
+    finally:
+        server.stop()
