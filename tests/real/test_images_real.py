@@ -189,3 +189,25 @@ def test_the_run_folder_is_gone_after_the_run(model_double, tmp_path):
             assert list(temp.glob("clinvk-run-*")) == []
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_image_in_a_continued_session_reaches_the_resumed_cli(clinvk_server, model_double,
+                                                                 backend):
+    """The second turn of a session, sent with an image, resumes the CLI's own session
+    (the model call carries the first turn) and carries the image."""
+    first = _post(clinvk_server, "/openai/v1/chat/completions",
+                  {"model": backend, "messages": [{"role": "user", "content": "My name is Zed"}]})
+    assert first.status_code == 200, first.text
+    session = first.headers["x-clinvk-session-id"]
+    model_double.clear_log()
+    body = {"model": backend, "clinvk": {"session_id": session}, "messages": [
+        {"role": "user", "content": "My name is Zed"},
+        {"role": "assistant", "content": first.json()["choices"][0]["message"]["content"]},
+        {"role": "user", "content": [{"type": "text", "text": "And this?"},
+                                     {"type": "image_url", "image_url": {"url": data_url(COLOUR)}}]}]}
+    r = _post(clinvk_server, "/openai/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    call = _last_call(model_double)["body"]
+    assert "My name is Zed" in _texts(call)
+    assert _images(call) == [("image/png", png_b64(COLOUR))]
