@@ -35,6 +35,7 @@ from clinvk.domain.events import (
     Usage,
 )
 from clinvk.domain.models import RunResult, RunSpec, TokenUsage
+from clinvk.domain.tools import BridgeSpec
 
 #: gemini refuses `general.maxAttempts` above this.
 MAX_ATTEMPTS_LIMIT = 10
@@ -305,6 +306,23 @@ def thinking_settings(spec: RunSpec) -> dict | None:
     return {"modelConfigs": {"customOverrides": [override]}}
 
 
+def bridge_settings(tools: BridgeSpec) -> dict:
+    """gemini's settings for the client-tools bridge: the bridge as a trusted streamable
+    HTTP MCP server (untrusted tools are left out of `-p` runs), the only MCP server it may
+    use, a call timeout above the wait for a result, and, unless kept, `tools.core` listing
+    only the bridge's tools (gemini names them `mcp_<server>_<tool>`), so no built-in tool
+    is offered."""
+    timeout_ms = int((tools.result_timeout_secs + 60) * 1000)
+    settings: dict = {
+        "mcpServers": {tools.server: {"httpUrl": tools.url, "trust": True,
+                                      "timeout": timeout_ms}},
+        "mcp": {"allowed": [tools.server]},
+    }
+    if not tools.builtin_tools:
+        settings["tools"] = {"core": [f"mcp_{tools.server}_{name}" for name in tools.names]}
+    return settings
+
+
 def image_references(paths: tuple[str, ...]) -> str:
     """The prompt's tail naming each image as `@path`: gemini reads a referenced file inside
     its workspace and sends an image as inline data (spaces escaped as gemini expects)."""
@@ -370,6 +388,8 @@ class GeminiBackend:
         settings = thinking_settings(spec) or {}
         if attempts is not None:
             settings["general"] = {"maxAttempts": attempts}
+        if spec.tools is not None:
+            settings.update(bridge_settings(spec.tools))
         if settings:
             env.update(self._settings_env(settings, config.env))
         if spec.model:
@@ -422,12 +442,16 @@ class GeminiBackend:
 
     def decoder(self, spec: RunSpec, config: BackendConfig) -> GeminiDecoder:
         attempts = self.max_attempts(spec)
-        notice = None
+        notices = []
         if attempts is not None and self._problem is not None:
-            notice = f"max_retries not applied to gemini: {self._problem}"
+            notices.append(f"max_retries not applied to gemini: {self._problem}")
             attempts = None
         if spec.effort is not None and not spec.model:
-            notice = "effort not applied to gemini: no model named (gemini's auto routing)"
+            notices.append("effort not applied to gemini: no model named (gemini's auto routing)")
         elif thinking_settings(spec) is not None and self._problem is not None:
-            notice = f"effort not applied to gemini: {self._problem}"
+            notices.append(f"effort not applied to gemini: {self._problem}")
+        if spec.output_schema is not None:
+            notices.append("output_schema not applied to gemini: it has no structured-output "
+                           "setting; ask for JSON in the prompt")
+        notice = "; ".join(notices) or None
         return GeminiDecoder(spec, max_attempts=attempts, notice=notice)
