@@ -293,3 +293,54 @@ def test_codex_anthropic_streamed_round_trip(claude_sdk, server, model_double):
         text = "".join(stream.text_stream)
     assert "snow" in text
     assert server.wait_no_cli() == []
+
+
+#: What gemini's model sees: gemini names an MCP tool `mcp_<server>_<tool>`.
+GEMINI_NAME = "mcp_client_get_weather"
+
+
+def test_gemini_openai_streamed_round_trip(oai, server, model_double):
+    """gemini (the bridge in its settings layer, trusted): its model calls the tool, the
+    streamed answer carries the call, the result resumes gemini; only the bridge's tool
+    is offered to its model (tools.core)."""
+    _asks_for(model_double, name=GEMINI_NAME, city="Rome")
+    messages = [{"role": "user", "content": ASK}]
+    calls: dict[int, dict] = {}
+    for chunk in oai.chat.completions.create(model="gemini", messages=messages,
+                                             tools=[WEATHER], stream=True):
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or ():
+                entry = calls.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
+                entry["id"] = delta.id or entry["id"]
+                entry["name"] += delta.function.name or ""
+                entry["arguments"] += delta.function.arguments or ""
+    [call] = calls.values()
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Rome"}
+    offered = generation_requests(model_double.requests())[-1]["body"]["tools"]
+    assert [f["name"] for t in offered for f in t["functionDeclarations"]] == [GEMINI_NAME]
+    messages += [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": call["id"], "type": "function",
+         "function": {"name": call["name"], "arguments": call["arguments"]}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "rain"}]
+    second = oai.chat.completions.create(model="gemini", messages=messages, tools=[WEATHER])
+    assert second.choices[0].finish_reason == "stop"
+    assert "rain" in second.choices[0].message.content
+    assert server.wait_no_cli() == []
+
+
+def test_gemini_anthropic_round_trip(claude_sdk, server, model_double):
+    """gemini behind the Anthropic dialect: tool_use, then the continuation."""
+    _asks_for(model_double, name=GEMINI_NAME, city="Oslo")
+    messages = [{"role": "user", "content": ASK}]
+    first = claude_sdk.messages.create(model="gemini", max_tokens=512, messages=messages,
+                                       tools=[ANTHROPIC_WEATHER])
+    assert first.stop_reason == "tool_use"
+    [use] = [b for b in first.content if b.type == "tool_use"]
+    assert (use.name, use.input) == ("get_weather", {"city": "Oslo"})
+    messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                               "content": "snow"}]}]
+    second = claude_sdk.messages.create(model="gemini", max_tokens=512, messages=messages,
+                                        tools=[ANTHROPIC_WEATHER])
+    assert second.stop_reason == "end_turn" and "snow" in second.content[0].text
+    assert server.wait_no_cli() == []
