@@ -170,12 +170,17 @@ def test_gemini_large_prompt_carries_the_references_on_stdin():
     assert inv.stdin.endswith(b"@/run/x/image-1.png @/run/x/image-2.gif")
 
 
-def test_gemini_ignores_an_output_schema():
-    """gemini has no structured-output knob: the schema changes nothing in its argv."""
+def test_gemini_ignores_an_output_schema_and_says_so():
+    """gemini has no structured-output knob: the schema changes nothing in its argv, and
+    the run's init notice says it was not applied."""
     plain = GeminiBackend().invocation(spec("gemini"), BackendConfig(), "gemini", None)
-    with_schema = GeminiBackend().invocation(spec("gemini", output_schema=SCHEMA),
-                                             BackendConfig(), "gemini", None)
+    run = spec("gemini", output_schema=SCHEMA)
+    with_schema = GeminiBackend().invocation(run, BackendConfig(), "gemini", None)
     assert plain.argv == with_schema.argv
+    decoder = GeminiBackend().decoder(run, BackendConfig())
+    events = decoder.feed(json.dumps({"type": "init", "session_id": "s", "model": "m"}).encode())
+    assert any("output_schema not applied to gemini" in getattr(e, "message", "")
+               for e in events)
 
 
 # -- the warm pool ---------------------------------------------------------------------------
