@@ -128,6 +128,38 @@ def test_streams_name_the_backend_and_model_that_answered(client):
     assert start["message"]["model"] == "fake-model"
 
 
+def test_responses_stream_names_the_backend_and_model_that_answered(client):
+    """The Responses API stream likewise: header, and the model of response.created and
+    response.completed, name codex's answer."""
+    with client.stream("POST", "/openai/v1/responses", json={
+        "model": "claude-sonnet", "input": "hi", "stream": True,
+    }) as r:
+        assert r.headers["x-clinvk-backend"] == "codex"
+        datas = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    kinds = [d["type"] for d in datas]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert [d["sequence_number"] for d in datas] == list(range(len(datas)))
+    assert datas[0]["response"]["model"] == datas[-1]["response"]["model"] == "fake-model"
+
+
+def test_limit_before_any_text_is_429_on_every_streamed_dialect(client):
+    """Without a fallback, a limit before any text is not a stream but an ordinary 429
+    with Retry-After, in each dialect's envelope, streamed or not."""
+    no_fallback = {"clinvk": {"fallback": ["claude"]}}  # replaces the config's codex
+    requests = [
+        ("/openai/v1/chat/completions", {"model": "claude", "stream": True,
+                                         "messages": [{"role": "user", "content": "hi"}]}),
+        ("/openai/v1/responses", {"model": "claude", "input": "hi", "stream": True}),
+        ("/anthropic/v1/messages", {"model": "claude", "max_tokens": 5, "stream": True,
+                                    "messages": [{"role": "user", "content": "hi"}]}),
+    ]
+    for path, body in requests:
+        r = client.post(path, json={**body, **no_fallback})
+        assert r.status_code == 429, (path, r.text)
+        assert r.headers["retry-after"] == "3600"
+        assert "error" in r.json()
+
+
 def test_a_bad_fallback_entry_is_a_400_naming_it(client):
     """An unknown backend in `fallback` is refused before anything runs."""
     r = client.post("/api/v1/prompt", json={"backend": "codex", "prompt": "x",

@@ -55,7 +55,7 @@ from clinvk.adapters.http.streaming import (
     until_disconnect,
 )
 from clinvk.domain import events as ev
-from clinvk.domain.chat import TextStream, Turn, answered_model
+from clinvk.domain.chat import TextStream, Turn, answered_model, fallback_answer
 from clinvk.domain.errors import ClinvkError, InvalidRequest, SessionNotFound
 from clinvk.domain.models import PromptRequest, PromptResult, Session
 from clinvk.domain.services import Services
@@ -243,7 +243,8 @@ class ResponsesApi:
     def _stream(self, body: OpenAIResponsesRequest, prompt: PromptRequest,
                 turns: list[Turn], fresh: bool) -> EventStreamResponse:
         created_at, msg_id = now(), message_id()
-        state: dict[str, Any] = {"seq": 0, "id": None, "text": []}
+        state: dict[str, Any] = {"seq": 0, "id": None, "text": [], "model": body.model,
+                                 "session": prompt.session_id, "backend": prompt.backend}
 
         def frame(kind: str, **fields: Any) -> bytes:
             event = ResponsesStreamEvent(type=kind, sequence_number=state["seq"], **fields)
@@ -252,35 +253,46 @@ class ResponsesApi:
 
         def pending(status: Any = "in_progress", **fields: Any) -> OpenAIResponse:
             return response_object(
-                body, response_id=state["id"], created_at=created_at, model=body.model,
+                body, response_id=state["id"], created_at=created_at, model=state["model"],
                 status=status, output=[], **fields,
+            )
+
+        def opening() -> bytes:
+            """The frames before the first text; the response id carries the session."""
+            state["id"] = new_response_id(state["session"])
+            return (
+                frame("response.created", response=pending())
+                + frame("response.in_progress", response=pending())
+                + frame("response.output_item.added", output_index=0,
+                        item=output_message(msg_id, "", done=False))
+                + frame("response.content_part.added", item_id=msg_id, output_index=0,
+                        content_index=0, part=ResponsesOutputText(text=""))
             )
 
         async def produce(emit: Emit, response: EventStreamResponse) -> None:
             texts = TextStream()
-            session_id: str | None = prompt.session_id
 
             async def begin() -> None:
-                # The stream starts once the CLI runs, so everything refused up front is
-                # still an ordinary HTTP error.
-                if response.started:
-                    return
-                if session_id:
-                    response.headers[SESSION_HEADER] = session_id
-                state["id"] = new_response_id(session_id)
-                await emit(frame("response.created", response=pending()))
-                await emit(frame("response.in_progress", response=pending()))
-                await emit(frame("response.output_item.added", output_index=0,
-                                 item=output_message(msg_id, "", done=False)))
-                await emit(frame("response.content_part.added", item_id=msg_id,
-                                 output_index=0, content_index=0,
-                                 part=ResponsesOutputText(text="")))
+                # The stream starts with the first text (or heartbeat, once the CLI runs),
+                # so everything refused up front, and a run that fails before its first
+                # text, is still an ordinary HTTP error; a fallback before it shows in the
+                # headers and the model.
+                if not response.started:
+                    response.opening = opening
+                    await emit(b"")
 
             async def on_event(event: ev.StreamEvent) -> None:
-                nonlocal session_id
                 if isinstance(event, ev.Init):
-                    session_id = event.session_id or session_id
-                    await begin()
+                    state["session"] = event.session_id or state["session"]
+                    if state["session"] and not response.started:
+                        response.headers[SESSION_HEADER] = state["session"]
+                    if event.model and state["backend"] != prompt.backend:
+                        state["model"] = event.model  # as answered_model says
+                    response.opening = opening  # heartbeats may open the stream now
+                if isinstance(event, ev.Fallback):
+                    state["backend"], state["model"] = fallback_answer(body.model, prompt, event)
+                    if not response.started:
+                        response.headers[BACKEND_HEADER] = state["backend"]
                 text = texts.text(event)
                 if text:
                     await begin()
@@ -304,7 +316,9 @@ class ResponsesApi:
                     "failed", error=ResponsesError(code=detail.code or "internal_error",
                                                    message=detail.message))))
                 raise
-            session_id = result.session_id or session_id
+            state["session"] = result.session_id or state["session"]
+            if state["session"] and not response.started:
+                response.headers[SESSION_HEADER] = state["session"]
             await begin()
             final = self._final(body, prompt, result, state["id"], msg_id, created_at)
             # The streamed text is what the client saw; the final object agrees with it.
