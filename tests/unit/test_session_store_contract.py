@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from clinvk.adapters.sessions.file_store import FileSessionStore
 from clinvk.adapters.sessions.postgres_store import PostgresSessionStore
+from clinvk.domain.cli_state import CliFile, CliState
 from clinvk.domain.errors import SessionBusy, SessionNotFound
 from clinvk.domain.models import Session, SessionQuery, TokenUsage
 from clinvk.ports import SessionStore
@@ -303,6 +304,45 @@ async def test_a_hold_excludes_other_holders_until_released(new_store: StoreFact
     finally:
         await close(first)
         await close(second)
+
+
+def cli_state(cli_id: str = "t-1", text: bytes = b"turn 1") -> CliState:
+    return CliState(
+        backend="claude", cli_session_id=cli_id,
+        files=[CliFile(path=f"projects/-work/{cli_id}.jsonl", data=text + b"\x00\xff")],
+    )
+
+
+@pytest.mark.anyio
+async def test_cli_state_round_trips_newest_version_first(new_store: StoreFactory) -> None:
+    """A CLI session's files come back as saved, from any store object, newest version."""
+    first, second = new_store(), new_store()
+    try:
+        assert await first.load_cli_state("claude", "t-1") is None
+        assert await first.save_cli_state(cli_state(text=b"turn 1")) == 1
+        assert await second.save_cli_state(cli_state(text=b"turn 2")) == 2
+        loaded = await first.load_cli_state("claude", "t-1")
+        assert loaded == msgspec.structs.replace(cli_state(text=b"turn 2"), version=2)
+        assert await first.load_cli_state("codex", "t-1") is None
+        assert await first.load_cli_state("claude", "t-2") is None
+    finally:
+        await close(first)
+        await close(second)
+
+
+@pytest.mark.anyio
+async def test_cli_state_goes_with_its_session(store: SessionStore) -> None:
+    """Deleting or purging a session deletes the CLI files kept for it, and only those."""
+    await store.create(make("gone", backend_session_id="t-1"))
+    await store.create(make("old", backend_session_id="t-2", last_used="2000-01-01T00:00:00Z"))
+    await store.create(make("kept", backend_session_id="t-3"))
+    for cli_id in ("t-1", "t-2", "t-3"):
+        await store.save_cli_state(cli_state(cli_id))
+    await store.delete("gone")
+    assert await store.purge(datetime(2001, 1, 1, tzinfo=UTC)) == 1
+    assert await store.load_cli_state("claude", "t-1") is None
+    assert await store.load_cli_state("claude", "t-2") is None
+    assert (await store.load_cli_state("claude", "t-3")) is not None
 
 
 # -- property: any Session survives the store unchanged -------------------------------------

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from clinvk.domain.admission import Admission, AdmittingBackendRunner
 from clinvk.domain.chain import ChainService
+from clinvk.domain.cli_state import PortableCliSessions
 from clinvk.domain.compare import CompareService
 from clinvk.domain.config import Config
 from clinvk.domain.parallel import ParallelService
@@ -76,11 +77,14 @@ def bootstrap(
         # The live-run registry sits next to the session store, for the next server to reap.
         runs = RunRegistry(os.path.join(home, "runs"))
         runner = SubprocessBackendRunner(config, secrets=secrets, runs=runs)
+    store = store if store is not None else session_store(config, home)
+    if hasattr(runner, "capture_cli_state") and hasattr(store, "save_cli_state"):
+        # The CLIs' own session files travel with the session (domain/cli_state.py).
+        runner = PortableCliSessions(runner, files=runner, store=store)  # type: ignore[arg-type]
     runner = LoggedBackendRunner(runner)
     if metrics is not None:
         runner = MeteredBackendRunner(runner, metrics)
     runner = AdmittingBackendRunner(runner, Admission(config))
-    store = store if store is not None else session_store(config, home)
     clock = clock if clock is not None else SystemClock()
     ids = ids if ids is not None else UuidIds()
     default_workdir = config.server.default_workdir or os.getcwd()

@@ -74,6 +74,11 @@ class CliBackend(Protocol):
         """A fresh decoder for one run."""
         ...
 
+    def session_files(self, env: dict[str, str], session_id: str) -> tuple[str, tuple[str, ...]]:
+        """Where the CLI keeps one session, given the environment it runs with: its state
+        folder and glob patterns inside it (the files a resume on another machine needs)."""
+        ...
+
 
 def check_extra(extra: tuple[str, ...], allowed: dict[str, bool], backend: str) -> list[str]:
     """Validate request `extra` flags against the backend's allow-list; return them as argv."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import time
 from collections.abc import Callable
@@ -351,6 +352,13 @@ class ClaudeBackend:
         "--bare": False,
         "--max-budget-usd": True,
     }
+
+    def session_files(self, env: dict[str, str], session_id: str) -> tuple[str, tuple[str, ...]]:
+        """Where claude keeps a session: `<config dir>/projects/<cwd, "/" as "-">/<id>.jsonl`
+        (CLAUDE_CONFIG_DIR, else ~/.claude); that file alone resumes it from the same cwd."""
+        home = env.get("HOME") or os.path.expanduser("~")
+        root = env.get("CLAUDE_CONFIG_DIR") or os.path.join(home, ".claude")
+        return root, (f"projects/*/{session_id}.jsonl",)
 
     def _options(
         self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None

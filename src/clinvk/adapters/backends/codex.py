@@ -438,6 +438,13 @@ class CodexBackend:
         "--local-provider": True,
     }
 
+    def session_files(self, env: dict[str, str], session_id: str) -> tuple[str, tuple[str, ...]]:
+        """Where codex keeps a thread: `<CODEX_HOME>/sessions/YYYY/MM/DD/rollout-<time>-<id>.jsonl`
+        (CODEX_HOME defaults to ~/.codex); that file alone resumes it, its SQLite files aside."""
+        home = env.get("HOME") or os.path.expanduser("~")
+        root = env.get("CODEX_HOME") or os.path.join(home, ".codex")
+        return root, (f"sessions/*/*/*/rollout-*-{session_id}.jsonl",)
+
     def _flags(self, spec: RunSpec, config: BackendConfig) -> list[str]:
         return [*config.extra_flags, *check_extra(spec.extra, self.allowed_extra, self.name)]
 

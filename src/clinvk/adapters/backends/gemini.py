@@ -18,6 +18,7 @@ from clinvk.adapters.backends.gemini_settings import (
     SYSTEM_SETTINGS_ENV,
     HomeOverlays,
     SettingsOverlays,
+    real_gemini_dir,
 )
 from clinvk.adapters.backends.limits import api_error, http_status, parse_duration
 from clinvk.adapters.backends.run_files import NO_FILES, RunFiles
@@ -344,6 +345,12 @@ class GeminiBackend:
         "-e": True,
         "--extensions": True,
     }
+
+    def session_files(self, env: dict[str, str], session_id: str) -> tuple[str, tuple[str, ...]]:
+        """Where gemini keeps a session: `<.gemini>/tmp/<cwd's base name>/chats/
+        session-<time>-<first 8 of id>.jsonl` (an overlay home links tmp/ to the real one);
+        that file alone resumes it from the same cwd."""
+        return real_gemini_dir(env), (f"tmp/*/chats/session-*-{session_id[:8]}.jsonl",)
 
     def __init__(
         self, overlays: SettingsOverlays | None = None, homes: HomeOverlays | None = None

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import anyio
 import msgspec
 
+from clinvk.adapters.backends import cli_state
 from clinvk.adapters.backends.base import CliBackend, build_env
 from clinvk.adapters.backends.claude import ClaudeBackend
 from clinvk.adapters.backends.codex import CodexBackend
@@ -23,6 +24,7 @@ from clinvk.adapters.backends.pool import WarmPool, beside, pool_key
 from clinvk.adapters.backends.process import ProcessGroups, ProcessOutcome, drive, spawn
 from clinvk.adapters.backends.registry import RunRegistry
 from clinvk.adapters.backends.run_files import needs_files, placeholders, run_files
+from clinvk.domain.cli_state import CliState
 from clinvk.domain.config import BackendConfig, Config
 from clinvk.domain.errors import (
     BackendFailed,
@@ -226,6 +228,23 @@ class SubprocessBackendRunner:
             return None
         env = self._environment.build(backend.env_prefixes, cfg, fresh.env)
         return pool_key(fresh.argv, spec.workdir, env), inv
+
+    async def capture_cli_state(self, spec: RunSpec, cli_session_id: str) -> CliState | None:
+        """The files the run's CLI keeps session `cli_session_id` in (domain/cli_state.py)."""
+        root, patterns = self._session_files(spec, cli_session_id)
+        return await anyio.to_thread.run_sync(
+            cli_state.capture, spec.backend, root, patterns, cli_session_id
+        )
+
+    async def restore_cli_state(self, spec: RunSpec, state: CliState) -> None:
+        """Put a stored copy of a CLI session's files where the run's CLI looks for them."""
+        root, _ = self._session_files(spec, state.cli_session_id)
+        await anyio.to_thread.run_sync(cli_state.restore, root, state)
+
+    def _session_files(self, spec: RunSpec, session_id: str) -> tuple[str, tuple[str, ...]]:
+        backend = self._backend(spec.backend)
+        env = self._environment.build(backend.env_prefixes, self._config.backend(spec.backend), {})
+        return backend.session_files(env, session_id)
 
     def command(self, spec: RunSpec) -> tuple[str, ...]:
         backend = self._backend(spec.backend)

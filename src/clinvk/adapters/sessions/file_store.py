@@ -5,6 +5,9 @@ Layout of the directory (normally `$CLINVK_HOME/sessions`, mode 0700):
     <id>.json         one Session, mode 0600, replaced atomically on every write
     .lock             the exclusive flock every writer holds (never deleted)
     .<id>.run         flocked by the process running a turn of the session (see `hold`)
+    cli/<backend>/<cli session id>.state
+                      the CLI's own files of a session (msgpack + zlib, the latest version),
+                      removed with the session
     .<id>.*.tmp       a write in progress (or left by a crash; harmless, never read)
 
 Reads need no lock because a file is only ever swapped in whole by `os.replace`.
@@ -22,6 +25,7 @@ import fcntl
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +34,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
+from clinvk.domain.cli_state import CliState
 from clinvk.domain.errors import SessionBusy, SessionNotFound, SessionStoreUnavailable
 from clinvk.domain.models import Session, SessionPage, SessionQuery
 
@@ -40,6 +45,9 @@ _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Session)
+_cli_encoder = msgspec.msgpack.Encoder()
+_cli_decoder = msgspec.msgpack.Decoder(CliState)
+CLI_DIR = "cli"
 
 
 def valid_id(session_id: str) -> bool:
@@ -133,6 +141,23 @@ class FileSessionStore:
         """Number of session files; OSError when the directory exists but cannot be read."""
         return len(await anyio.to_thread.run_sync(self._files))
 
+    async def save_cli_state(self, state: CliState) -> int:
+        """Keep a CLI session's files beside the sessions; return the new version."""
+        path = self._cli_path(state.backend, state.cli_session_id)
+        if path is None:
+            raise ValueError(f"invalid CLI session id {state.cli_session_id!r}")
+        async with self._lock:
+            with _failures("save the CLI's session files"):
+                return await anyio.to_thread.run_sync(self._save_cli, path, state)
+
+    async def load_cli_state(self, backend: str, cli_session_id: str) -> CliState | None:
+        """The stored files of a CLI session, or None."""
+        path = self._cli_path(backend, cli_session_id)
+        if path is None:
+            return None
+        with _failures("read the CLI's session files"):
+            return await anyio.to_thread.run_sync(_load_cli, path)
+
     @contextlib.asynccontextmanager
     async def hold(self, session_id: str) -> AsyncIterator[None]:
         """Hold the session for one run: a flock on `.<id>.run`, so a second process using
@@ -178,10 +203,43 @@ class FileSessionStore:
         if not path.is_file():
             raise SessionNotFound(path.stem)
         with self._locked():
-            if _load(path) is None:
+            session = _load(path)
+            if session is None:
                 raise SessionNotFound(path.stem)
             path.unlink()
             _fsync_dir(self._dir)
+            self._drop_cli(session)
+
+    def _cli_path(self, backend: str, cli_session_id: str) -> Path | None:
+        if not (valid_id(backend) and valid_id(cli_session_id)):
+            return None
+        return self._dir / CLI_DIR / backend / f"{cli_session_id}.state"
+
+    def _save_cli(self, path: Path, state: CliState) -> int:
+        with self._locked():
+            old = _load_cli(path)
+            version = (old.version if old is not None else 0) + 1
+            stored = msgspec.structs.replace(state, version=version)
+            data = zlib.compress(_cli_encoder.encode(stored))
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            return version
+
+    def _drop_cli(self, session: Session) -> None:
+        """Remove the CLI files kept for a deleted session (the lock is held)."""
+        if session.backend_session_id and valid_id(session.backend_session_id):
+            for path in (self._dir / CLI_DIR).glob(f"*/{session.backend_session_id}.state"):
+                path.unlink(missing_ok=True)
 
     def _matching(self, query: SessionQuery) -> builtins.list[Session]:
         found = [
@@ -202,6 +260,7 @@ class FileSessionStore:
                 when = _when(session.last_used)
                 if when is not None and when < cutoff:
                     (self._dir / f"{session.id}{_SUFFIX}").unlink(missing_ok=True)
+                    self._drop_cli(session)
                     removed += 1
             if removed:
                 _fsync_dir(self._dir)
@@ -300,6 +359,16 @@ def _take_run_lock(path: Path, session_id: str) -> int:
             return fd
         # The holder before us removed the file between our open and flock: lock the new one.
         os.close(fd)
+
+
+def _load_cli(path: Path) -> CliState | None:
+    """The CLI state stored in `path`; None when it is missing or unreadable."""
+    try:
+        return _cli_decoder.decode(zlib.decompress(path.read_bytes()))
+    except FileNotFoundError:
+        return None
+    except (zlib.error, msgspec.DecodeError):
+        return None
 
 
 def _load(path: Path) -> Session | None:

@@ -6,6 +6,9 @@ Schema (created and migrated by clinvk itself, see MIGRATIONS):
     clinvk_sessions   id (C collation, primary key), backend, status, last_used (timestamptz,
                       NULL when the record's stamp does not parse), record (the Session as
                       msgspec JSON, bytea: PostgreSQL text refuses NUL, a prompt may hold one)
+    clinvk_cli_state  the CLIs' own files of a session (backend, cli_session_id, version),
+                      msgpack + zlib; the last CLI_STATE_VERSIONS versions are kept, and they
+                      go with their session
 
 The columns beside `record` exist for SQL: listing filters, orders and pages in the
 database, purge deletes by `last_used`, prefix lookup uses the primary key's index.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import zlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
@@ -37,6 +41,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from clinvk.adapters.sessions.file_store import valid_id
+from clinvk.domain.cli_state import CliFile, CliState
 from clinvk.domain.errors import SessionBusy, SessionNotFound, SessionStoreUnavailable
 from clinvk.domain.models import Session, SessionPage, SessionQuery
 
@@ -66,10 +71,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             "ON clinvk_sessions (backend, status, last_used DESC NULLS LAST, id DESC)"
         ),
     ),
+    (
+        # The CLIs' own session files (domain/cli_state.py), a few versions per CLI session.
+        """
+        CREATE TABLE clinvk_cli_state (
+            backend text NOT NULL,
+            cli_session_id text NOT NULL,
+            version integer NOT NULL,
+            saved_at timestamptz NOT NULL DEFAULT now(),
+            files bytea NOT NULL,
+            PRIMARY KEY (backend, cli_session_id, version)
+        )
+        """,
+    ),
 )
+
+#: Versions of a CLI session's files kept (the newest is the one restored).
+CLI_STATE_VERSIONS = 3
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Session)
+_files_encoder = msgspec.msgpack.Encoder()
+_files_decoder = msgspec.msgpack.Decoder(list[CliFile])
 
 _LIST = """
     SELECT record, count(*) OVER () FROM clinvk_sessions
@@ -176,10 +199,12 @@ class PostgresSessionStore:
             raise SessionNotFound(session_id)
         async with self._connection("delete the session") as conn:
             cursor = await conn.execute(
-                "DELETE FROM clinvk_sessions WHERE id = %s", (session_id,)
+                "DELETE FROM clinvk_sessions WHERE id = %s RETURNING record", (session_id,)
             )
-            if cursor.rowcount != 1:
+            rows = await cursor.fetchall()
+            if not rows:
                 raise SessionNotFound(session_id)
+            await _drop_cli_state(conn, rows)
 
     async def ids_with_prefix(self, prefix: str, limit: int) -> builtins.list[str]:
         """Up to `limit` session ids starting with `prefix` (the primary key's index)."""
@@ -217,9 +242,49 @@ class PostgresSessionStore:
         cutoff = _aware(last_used_before)
         async with self._connection("delete expired sessions") as conn:
             cursor = await conn.execute(
-                "DELETE FROM clinvk_sessions WHERE last_used < %s", (cutoff,)
+                "DELETE FROM clinvk_sessions WHERE last_used < %s RETURNING record", (cutoff,)
             )
-            return cursor.rowcount
+            rows = await cursor.fetchall()
+            await _drop_cli_state(conn, rows)
+            return len(rows)
+
+    async def save_cli_state(self, state: CliState) -> int:
+        """Store the next version of a CLI session's files (compressed); keep the last few."""
+        blob = zlib.compress(_files_encoder.encode(state.files))
+        key = (state.backend, state.cli_session_id)
+        async with self._connection("save the CLI's session files") as conn:
+            cursor = await conn.execute(
+                "INSERT INTO clinvk_cli_state (backend, cli_session_id, version, files) "
+                "SELECT %s, %s, coalesce(max(version), 0) + 1, %s FROM clinvk_cli_state "
+                "WHERE backend = %s AND cli_session_id = %s RETURNING version",
+                (*key, blob, *key),
+            )
+            version = (await cursor.fetchone())[0]
+            await conn.execute(
+                "DELETE FROM clinvk_cli_state "
+                "WHERE backend = %s AND cli_session_id = %s AND version <= %s",
+                (*key, version - CLI_STATE_VERSIONS),
+            )
+            return version
+
+    async def load_cli_state(self, backend: str, cli_session_id: str) -> CliState | None:
+        """The newest stored files of a CLI session, or None."""
+        async with self._connection("read the CLI's session files") as conn:
+            cursor = await conn.execute(
+                "SELECT version, files FROM clinvk_cli_state "
+                "WHERE backend = %s AND cli_session_id = %s ORDER BY version DESC LIMIT 1",
+                (backend, cli_session_id),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        try:
+            files = _files_decoder.decode(zlib.decompress(row[1]))
+        except (zlib.error, msgspec.DecodeError):
+            return None
+        return CliState(
+            backend=backend, cli_session_id=cli_session_id, files=files, version=row[0]
+        )
 
     async def count(self) -> int:
         """Number of stored sessions; SessionStoreUnavailable when the database is not."""
@@ -291,6 +356,17 @@ async def migrate(conn: psycopg.AsyncConnection) -> int:
                 await conn.execute(statement)  # type: ignore[arg-type]  # fixed SQL, no input
             await conn.execute("INSERT INTO clinvk_schema (version) VALUES (%s)", (version,))
     return max(current, len(MIGRATIONS))
+
+
+async def _drop_cli_state(conn: psycopg.AsyncConnection, rows: builtins.list[tuple]) -> None:
+    """Delete the CLI session files of the deleted sessions in `rows` (their records)."""
+    for row in rows:
+        session = _load(row, None)
+        if session is not None and session.backend_session_id:
+            await conn.execute(
+                "DELETE FROM clinvk_cli_state WHERE cli_session_id = %s",
+                (session.backend_session_id,),
+            )
 
 
 def _columns(session: Session) -> tuple[str, str, datetime | None, bytes]:
