@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
@@ -13,7 +15,13 @@ from clinvk.adapters.http.openai.translate import JSON_OBJECT_INSTRUCTION
 from clinvk.domain.config import Config, ServerConfig
 from clinvk.domain.models import ImageInput
 from clinvk.entrypoints.bootstrap import bootstrap
-from tests.fakes import FakeClock, FakeIds, FakeImageFetcher
+from tests.fakes import (
+    FakeBackendRunner,
+    FakeClock,
+    FakeIds,
+    FakeImageFetcher,
+    FakeSessionStore,
+)
 from tests.support.images import data_url, png_b64, png_bytes
 
 ANTHROPIC = "/anthropic/v1/messages"
@@ -384,3 +392,46 @@ def test_unusable_responses_images_are_refused(client, runner, part, status, wor
     error = openai_error(r, status)
     assert error["param"].startswith("input[0].content[1]") and wording in error["message"]
     assert runner.runs == []
+
+
+# -- properties ------------------------------------------------------------------------------
+
+_image_entries = st.one_of(
+    st.builds(lambda d: {"data": base64.b64encode(d).decode()}, st.binary(max_size=64)),
+    st.builds(lambda rgb: {"data": png_b64(rgb)}, st.tuples(*[st.integers(0, 255)] * 3)),
+    st.builds(lambda t, rgb: {"data": png_b64(rgb), "media_type": t},
+              st.sampled_from(["image/png", "image/jpeg", "image/gif", "image/webp"]),
+              st.tuples(*[st.integers(0, 255)] * 3)),
+    st.builds(lambda u: {"url": u}, st.sampled_from([REMOTE, "file:///etc/passwd", "x"])),
+    st.just({"data": BIG}),
+    st.just({}),
+)
+
+
+@pytest.fixture(scope="module")
+def property_client(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("work")
+    runner = FakeBackendRunner()
+    services = bootstrap(_config(workdir), runner=runner, store=FakeSessionStore(),
+                         clock=FakeClock(), ids=FakeIds(), images=FakeImageFetcher(png_bytes()))
+    with TestClient(create_app(services)) as c:
+        yield c, runner
+
+
+@settings(max_examples=60, deadline=None)
+@given(images=st.lists(_image_entries, max_size=MAX_IMAGES + 1))
+def test_any_native_images_are_run_or_refused_with_a_4xx(property_client, images):
+    """Any list of images on the native API is run (each image then a real PNG) or refused
+    with a 400/413 problem naming `images`; never a 5xx."""
+    client, runner = property_client
+    before = len(runner.runs)
+    r = client.post(NATIVE, json={"backend": "claude", "prompt": "look", "images": images})
+    assert r.status_code in (200, 400, 413), r.text
+    if r.status_code == 200:
+        run = runner.runs[before]
+        assert len(run.images) == len(images)
+        assert all(im.media_type == "image/png" and im.data.startswith(b"\x89PNG")
+                   for im in run.images)
+    else:
+        assert (r.json()["field"] or "").startswith("images")
+        assert len(runner.runs) == before
