@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import msgspec
@@ -24,9 +26,10 @@ def own_server() -> Iterator[PostgresServer]:
         yield server
 
 
-def _client(config, url: str) -> TestClient:
+def _client(config, url: str, runner: FakeBackendRunner | None = None) -> TestClient:
     config = msgspec.structs.replace(config, session=SessionConfig(store=url))
-    services = bootstrap(config, runner=FakeBackendRunner(), clock=FakeClock(), ids=FakeIds())
+    runner = runner if runner is not None else FakeBackendRunner()
+    services = bootstrap(config, runner=runner, clock=FakeClock(), ids=FakeIds())
     return TestClient(create_app(services))
 
 
@@ -107,3 +110,40 @@ def test_an_outage_gives_503_keeps_ephemeral_runs_and_recovers(config, own_serve
         )
         assert resumed.status_code == 200
         assert client.get("/api/v1/sessions").json()["total"] == 1
+
+
+def test_postgres_killed_mid_run_is_a_clear_503_not_a_crash(config, own_server) -> None:
+    """PostgreSQL killed while a turn of a session runs: that turn answers 503
+    session_store_unavailable (its record cannot be saved), the server goes on serving
+    ephemeral runs, and the session is usable again once the database is back."""
+    runner = FakeBackendRunner()
+    url = own_server.new_schema()
+    with _client(config, url, runner) as client:
+        sid = client.post("/api/v1/prompt", json={"backend": "claude", "prompt": "a"}).json()[
+            "session_id"
+        ]
+        runner.reply, runner.delay = "one two three four five six", 0.2
+        answers: list = []
+        turn = threading.Thread(target=lambda: answers.append(client.post(
+            "/api/v1/prompt", json={"backend": "claude", "prompt": "b", "session_id": sid}
+        )))
+        turn.start()
+        while runner.live == 0:  # the turn's CLI is running; pytest's timeout guards this
+            time.sleep(0.01)
+        own_server.stop()
+        turn.join()
+        assert answers[0].status_code == 503, answers[0].text
+        assert answers[0].json()["code"] == "session_store_unavailable"
+        runner.delay = 0
+        ephemeral = client.post(
+            "/api/v1/prompt", json={"backend": "claude", "prompt": "c", "ephemeral": True}
+        )
+        assert ephemeral.status_code == 200
+        own_server.start()
+        while client.get("/health").status_code != 200:
+            time.sleep(0.1)
+        again = client.post(
+            "/api/v1/prompt", json={"backend": "claude", "prompt": "d", "session_id": sid}
+        )
+        assert again.status_code == 200, again.text
+        assert client.get(f"/api/v1/sessions/{sid}").json()["turn_count"] == 2
