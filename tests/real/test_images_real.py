@@ -211,3 +211,16 @@ def test_an_image_in_a_continued_session_reaches_the_resumed_cli(clinvk_server, 
     call = _last_call(model_double)["body"]
     assert "My name is Zed" in _texts(call)
     assert _images(call) == [("image/png", png_b64(COLOUR))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_large_prompt_with_an_image_reaches_the_cli(clinvk_server, model_double, backend):
+    """A prompt too large for argv (it goes on stdin) still travels with its image, on the
+    native API."""
+    prompt = "x" * 120_000 + " what is [image 1]?"
+    r = _post(clinvk_server, "/api/v1/prompt",
+              {"backend": backend, "prompt": prompt, "images": [{"data": png_b64(COLOUR)}]})
+    assert r.status_code == 200, r.text
+    call = _last_call(model_double)["body"]
+    assert ("image/png", png_b64(COLOUR)) in _images(call)
+    assert "x" * 120_000 in _texts(call)
