@@ -33,8 +33,8 @@ def test_capture_takes_the_matching_files_that_name_the_session(tmp_path: Path) 
 
 
 def test_restore_writes_missing_or_older_files_inside_the_root(tmp_path: Path) -> None:
-    """Restoring writes files that are missing or differ, leaves equal ones alone, and never
-    writes outside the state folder."""
+    """Restoring writes files that are missing or older, leaves equal and newer ones alone,
+    and never writes outside the state folder."""
     root = tmp_path / "home"
     same = root / "projects" / "-w" / "same.jsonl"
     same.parent.mkdir(parents=True)
@@ -52,6 +52,9 @@ def test_restore_writes_missing_or_older_files_inside_the_root(tmp_path: Path) -
     (root / "projects" / "-w" / f"{SID}.jsonl").write_bytes(b"turn 1\n")
     assert cli_state.restore(str(root), older) == 1
     assert (root / "projects" / "-w" / f"{SID}.jsonl").read_bytes() == b"turn 1\nturn 2\n"
+    (root / "projects" / "-w" / f"{SID}.jsonl").write_bytes(b"turn 1\nturn 2\nturn 3\n")
+    assert cli_state.restore(str(root), older) == 0  # the local file is newer: kept
+    assert (root / "projects" / "-w" / f"{SID}.jsonl").read_bytes().endswith(b"turn 3\n")
 
 
 class _Files:

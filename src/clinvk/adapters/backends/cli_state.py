@@ -45,8 +45,10 @@ def capture(
 
 
 def restore(root: str, state: CliState) -> int:
-    """Write `state`'s files under `root` where they are missing or differ (an older turn);
-    return how many were written. Paths that would leave `root` are skipped."""
+    """Write `state`'s files under `root` where they are missing or hold an older turn;
+    return how many were written. The CLIs only append to these files, so a local file that
+    already starts with the stored copy is as new or newer (a hot session's CLI may still be
+    writing it) and is left alone. Paths that would leave `root` are skipped."""
     written = 0
     base = Path(root)
     for item in state.files:
@@ -55,7 +57,7 @@ def restore(root: str, state: CliState) -> int:
             continue
         target = base.joinpath(*relative.parts)
         try:
-            if target.is_file() and target.read_bytes() == item.data:
+            if target.is_file() and target.read_bytes().startswith(item.data):
                 continue
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
