@@ -224,3 +224,34 @@ def test_a_large_prompt_with_an_image_reaches_the_cli(clinvk_server, model_doubl
     call = _last_call(model_double)["body"]
     assert ("image/png", png_b64(COLOUR)) in _images(call)
     assert "x" * 120_000 in _texts(call)
+
+
+def test_claudes_structured_output_is_the_answer(clinvk_server, model_double):
+    """When claude's model answers through the StructuredOutput tool (the double calls it
+    with an object), that object, as JSON, is the answer's content."""
+    model_double.set(tool_use={"name": "StructuredOutput", "input": {"answer": "forty-two"}})
+    body = {"model": "claude", "messages": [{"role": "user", "content": "the answer?"}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "a", "schema": SCHEMA, "strict": True}}}
+    r = _post(clinvk_server, "/openai/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["choices"][0]["message"]["content"]) == {"answer": "forty-two"}
+
+
+def test_claudes_structured_output_is_streamed(clinvk_server, model_double):
+    """A streamed answer carries the structured output as its text too (claude's model
+    answered through the tool, with no text of its own)."""
+    model_double.set(tool_use={"name": "StructuredOutput", "input": {"answer": "streamed"}})
+    body = {"model": "claude", "stream": True,
+            "messages": [{"role": "user", "content": "the answer?"}],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "a", "schema": SCHEMA, "strict": True}}}
+    text = ""
+    with httpx.stream("POST", clinvk_server.url + "/openai/v1/chat/completions", json=body,
+                      timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:])["choices"]:
+                    text += choice["delta"].get("content") or ""
+    assert json.loads(text) == {"answer": "streamed"}

@@ -16,6 +16,7 @@ from clinvk.adapters.backends.gemini import GeminiBackend, thinking_settings
 from clinvk.adapters.backends.run_files import RunFiles, needs_files
 from clinvk.adapters.backends.runner import SubprocessBackendRunner
 from clinvk.domain.config import BackendConfig, Config
+from clinvk.domain.events import Message
 from clinvk.domain.models import ImageInput, RunSpec
 from tests.support.images import png_bytes
 
@@ -225,3 +226,13 @@ def test_gemini_effort_without_a_model_is_not_applied_and_said():
     decoder = GeminiBackend().decoder(run, BackendConfig())
     events = decoder.feed(json.dumps({"type": "init", "session_id": "s", "model": "m"}).encode())
     assert any("effort not applied to gemini" in getattr(e, "message", "") for e in events)
+
+
+def test_claude_structured_output_is_streamed_as_a_message():
+    """A structured answer is given as a whole message when the result comes, so a stream
+    carries it too (claude's model answered through a tool, with no text deltas)."""
+    decoder = ClaudeDecoder(spec("claude"))
+    events = decoder.feed(json.dumps({"type": "result", "subtype": "success",
+                                      "is_error": False, "result": "", "session_id": "s",
+                                      "structured_output": {"a": 1}}).encode())
+    assert isinstance(events[0], Message) and json.loads(events[0].text) == {"a": 1}

@@ -227,6 +227,10 @@ class ClaudeDecoder:
             ]
         self._result = item
         self._session_id = item.session_id or self._session_id
+        if item.structured_output is not None:
+            # The answer went to the StructuredOutput tool, not into text: stream it too.
+            answer = msgspec.json.encode(item.structured_output).decode()
+            return [Message(text=answer), Usage(usage=self._usage())]
         return [Usage(usage=self._usage())]
 
     @property
