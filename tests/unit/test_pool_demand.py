@@ -145,6 +145,22 @@ def test_concurrent_clients_grow_the_pool_and_quiet_time_shrinks_it():
     assert all(p.ended for p in started)
 
 
+def test_cpu_idle_reads_idle_cores_between_calls(tmp_path):
+    """CpuIdle turns two /proc/stat readings into idle cores (None before it has two)."""
+    import os
+
+    from clinvk.adapters.backends.pool import CpuIdle
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")
+    idle = CpuIdle(min_secs=0.0, path=str(stat))
+    assert idle() is None
+    stat.write_text("cpu  150 0 150 900 0 0 0 0 0 0\n")  # 100 of 200 jiffies idle
+    assert idle() == (os.cpu_count() or 1) * 0.5
+    stat.write_text("garbage")
+    assert idle() is None
+
+
 def test_the_pool_keeps_no_more_spares_than_admission_allows():
     """With capacity for one more run only, the pool does not start a second spare."""
     started: list[FakeProcess] = []

@@ -76,6 +76,19 @@ def test_misses_grow_the_target_and_quiet_time_shrinks_it_step_by_step():
     assert policy.surplus(1000.0, ready=1) == 0 and policy.target == 1
 
 
+def test_a_busy_machine_keeps_the_floor_but_does_not_grow_the_pool():
+    """With less than min_idle_cores idle, the pool still replaces its floor but starts no
+    process beyond it; with idle CPU (or no reading) it grows."""
+    policy = PoolPolicy(PoolLimits(floor=1, ceiling=3, pace_secs=0.0))
+    policy.on_request(0.0, ready=0)
+    policy.on_request(0.0, ready=0)
+    assert policy.target == 3
+    assert policy.starts(1.0, ready=0, capacity=None, idle_cores=0.2) == 1  # the floor
+    assert policy.starts(2.0, ready=1, capacity=None, idle_cores=0.2) == 0  # growth waits
+    assert policy.starts(3.0, ready=1, capacity=None, idle_cores=1.5) == 1
+    assert policy.starts(4.0, ready=2, capacity=None, idle_cores=None) == 1
+
+
 def test_a_process_is_handed_out_only_alive_and_fresh():
     """A dead process, or one that waited longer than idle_secs, never serves a request."""
     policy = PoolPolicy(PoolLimits(floor=1, ceiling=1, idle_secs=300))

@@ -83,6 +83,9 @@ class ServerConfig(_Section):
     #: Seconds without a request finding the warm pool empty before a pool that grew under
     #: demand gives one process back (never below `backends.<name>.warm_pool`).
     warm_pool_shrink_secs: float = 60
+    #: Idle CPU (cores) the machine must have for the warm pool to grow beyond its floor;
+    #: 0 = grow whatever the load.
+    warm_pool_min_idle_cores: float = 1.0
     #: Sessions whose CLI process stays alive after a turn, waiting for the next one
     #: (claude, codex, gemini); the least recently used is ended beyond this. 0 = off.
     hot_sessions_max: int = 0

@@ -12,6 +12,8 @@ shrinks it back.
 
 from __future__ import annotations
 
+import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -76,13 +78,18 @@ class WarmPool:
     def __init__(
         self, *, idle_secs: float = 300, shrink_secs: float = 60, pace_secs: float = 0.5,
         spawner: Spawner = _spawn_waiting, clock: Callable[[], float] = anyio.current_time,
+        idle: Callable[[], float | None] = lambda: None, min_idle_cores: float = 1.0,
     ) -> None:
+        """`idle`: the machine's idle cores just now (see `CpuIdle`); None = not known, and
+        starts are not held back by load."""
         self._slots: dict[PoolKey, _Slot] = {}
         self._idle_secs = idle_secs
         self._shrink_secs = shrink_secs
         self._pace_secs = pace_secs
         self._spawner = spawner
         self._clock = clock
+        self._idle = idle
+        self._min_idle_cores = min_idle_cores
         self._closed = False
         self.stats = PoolStats()
         #: Requests served by a warm process, per backend.
@@ -104,6 +111,7 @@ class WarmPool:
         return PoolLimits(
             floor=floor, ceiling=max(floor, ceiling), shrink_secs=self._shrink_secs,
             pace_secs=self._pace_secs, idle_secs=self._idle_secs,
+            min_idle_cores=self._min_idle_cores,
         )
 
     async def add(
@@ -184,7 +192,8 @@ class WarmPool:
         with anyio.CancelScope(shield=True):
             now = self._clock()
             await self._drop_unusable(slot, now)
-            if slot.policy.starts(now, ready=slot.live, capacity=capacity):
+            idle = self._idle()
+            if slot.policy.starts(now, ready=slot.live, capacity=capacity, idle_cores=idle):
                 await self._start(slot)
 
     async def keep_filled(
@@ -241,3 +250,36 @@ async def beside(main: Callable[[], Awaitable[T]], side: Callable[[], Awaitable[
             raise group.exceptions[0] from None
         raise
     return results[0]
+
+
+class CpuIdle:
+    """Idle cores of the machine since the previous call, from /proc/stat (Linux); None
+    when unknown. Calls closer together than `min_secs` get the previous answer."""
+
+    def __init__(self, *, min_secs: float = 0.2, path: str = "/proc/stat") -> None:
+        self._path = path
+        self._min_secs = min_secs
+        self._last: tuple[float, int, int] | None = None
+        self._answer: float | None = None
+        self._cpus = os.cpu_count() or 1
+
+    def _read(self) -> tuple[int, int] | None:
+        try:
+            with open(self._path, "rb") as f:
+                values = [int(x) for x in f.readline().split()[1:]]
+            return values[3] + values[4], sum(values[:8])  # idle + iowait, all
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __call__(self) -> float | None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last[0] < self._min_secs:
+            return self._answer
+        sample = self._read()
+        if sample is None:
+            return None
+        if self._last is not None:
+            idle, total = sample[0] - self._last[1], sample[1] - self._last[2]
+            self._answer = self._cpus * idle / total if total > 0 else self._answer
+        self._last = (now, *sample)
+        return self._answer

@@ -8,7 +8,12 @@ The warm pool of one invocation keeps `floor` processes ready and follows demand
 without such a miss lowers it by one again, never below the floor. New processes are
 started one at a time, at most one per `pace_secs` (about a CLI's start-up time), because
 a CLI starting takes most of a core: starting several at once would slow the runs that
-are live on a 2-core machine more than the spares would ever save.
+are live on a 2-core machine more than the spares would ever save. For the same reason the
+pool grows beyond its floor only while the machine has `min_idle_cores` idle: with the CPUs
+busy (its own runs or anything else), a spare's start-up costs the live runs as much as a
+cold start would, only earlier, so growing then cannot help and can hurt. The floor itself
+is always kept: a spare that has seconds to start before the next request still saves it
+the whole start-up, even on a busy machine.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class PoolLimits(msgspec.Struct, frozen=True, kw_only=True):
     pace_secs: float = 0.5
     #: A process that waited longer than this is ended rather than handed out.
     idle_secs: float = 300.0
+    #: Idle CPU (in cores) the machine must have for a process to be started.
+    min_idle_cores: float = 1.0
 
 
 class PoolPolicy:
@@ -58,13 +65,19 @@ class PoolPolicy:
             quiet_since += self.limits.shrink_secs
             self._last_change = quiet_since
 
-    def starts(self, now: float, *, ready: int, capacity: int | None) -> int:
-        """How many processes to start now (0 or 1): below target, paced, and within
-        `capacity` (the runs admission would still allow; None = unlimited)."""
+    def starts(
+        self, now: float, *, ready: int, capacity: int | None, idle_cores: float | None = None
+    ) -> int:
+        """How many processes to start now (0 or 1): below target, paced, within `capacity`
+        (the runs admission would still allow; None = unlimited), and beyond the floor only
+        while the machine has `min_idle_cores` idle (`idle_cores`; None = not known)."""
         self._decay(now)
         if ready >= self.target or now - self._last_start < self.limits.pace_secs:
             return 0
         if capacity is not None and ready >= capacity:
+            return 0
+        busy = idle_cores is not None and idle_cores < self.limits.min_idle_cores
+        if busy and ready >= self.limits.floor:
             return 0
         self._last_start = now
         return 1

@@ -20,7 +20,7 @@ from clinvk.adapters.backends.environment import CliEnvironment, missing_variabl
 from clinvk.adapters.backends.faults import explain_failure, start_failure
 from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.hot import HotProcess, HotSessions
-from clinvk.adapters.backends.pool import WarmPool, beside, pool_key
+from clinvk.adapters.backends.pool import CpuIdle, WarmPool, beside, pool_key
 from clinvk.adapters.backends.process import ProcessGroups, ProcessOutcome, drive, spawn
 from clinvk.adapters.backends.registry import RunRegistry
 from clinvk.adapters.backends.run_files import needs_files, placeholders, run_files
@@ -66,7 +66,8 @@ class SubprocessBackendRunner:
         self.groups = ProcessGroups(runs)
         server = config.server
         self.pool = WarmPool(
-            idle_secs=server.warm_pool_idle_secs, shrink_secs=server.warm_pool_shrink_secs
+            idle_secs=server.warm_pool_idle_secs, shrink_secs=server.warm_pool_shrink_secs,
+            idle=CpuIdle(), min_idle_cores=server.warm_pool_min_idle_cores,
         )
         self.hot = HotSessions(
             max_hot=server.hot_sessions_max, idle_secs=server.hot_session_idle_secs
