@@ -321,14 +321,17 @@ def user_message(prompt: str, images: tuple = ()) -> bytes:
 def bridge_options(tools: BridgeSpec) -> tuple[list[str], dict[str, str]]:
     """claude's flags for the client-tools bridge: the bridge as its only MCP server
     (streamable HTTP), its tools allowed without a prompt, and, unless kept, no built-in
-    tools at all (`--tools ""`); the MCP call timeout above the wait for a result."""
+    tools at all (`--tools ""`); the MCP call timeout above the wait for a result. In `-p`
+    mode claude waits only about a second and a half for its MCP servers before its first
+    model call, which then goes without their tools: MCP_CONNECTION_NONBLOCKING=false makes
+    it wait for the bridge (under load the handshake can take longer)."""
     server = {"mcpServers": {tools.server: {"type": "http", "url": tools.url}}}
     argv = ["--mcp-config", msgspec.json.encode(server).decode(), "--strict-mcp-config",
             "--allowedTools", f"mcp__{tools.server}"]
     if not tools.builtin_tools:
         argv += ["--tools", ""]
     timeout_ms = int((tools.result_timeout_secs + 60) * 1000)
-    return argv, {"MCP_TOOL_TIMEOUT": str(timeout_ms)}
+    return argv, {"MCP_TOOL_TIMEOUT": str(timeout_ms), "MCP_CONNECTION_NONBLOCKING": "false"}
 
 
 def _text_of(content: Any) -> str:
