@@ -6,6 +6,7 @@ whose model quotes it; streamed and not; the timeout and the replay; no CLI left
 from __future__ import annotations
 
 import json
+import signal
 
 import anthropic
 import openai
@@ -344,3 +345,22 @@ def test_gemini_anthropic_round_trip(claude_sdk, server, model_double):
                                         tools=[ANTHROPIC_WEATHER])
     assert second.stop_reason == "end_turn" and "snow" in second.content[0].text
     assert server.wait_no_cli() == []
+
+
+def test_a_server_stopping_ends_its_parked_runs(model_double, tmp_path):
+    """SIGTERM with a run parked at a tool call: the server exits by itself and the
+    waiting claude is gone with it."""
+    srv = ClinvkServer(model_double.url, tmp_path).start()
+    try:
+        _asks_for(model_double)
+        with openai.OpenAI(base_url=srv.url + "/openai/v1", api_key="x", max_retries=0,
+                           timeout=90) as client:
+            first = client.chat.completions.create(
+                model="claude", messages=[{"role": "user", "content": ASK}], tools=[WEATHER])
+        offered = generation_requests(model_double.requests())[-1]["body"].get("tools")
+        assert first.choices[0].finish_reason == "tool_calls", offered
+        assert srv.cli_pids(), "claude should wait inside the tool call"
+    finally:
+        code = srv.stop()
+    assert code is not None and code != -signal.SIGKILL  # it stopped by itself
+    assert srv.wait_no_cli() == []

@@ -23,6 +23,7 @@ def test_claude_gets_only_the_bridge_and_no_builtin_tools():
     assert argv[argv.index("--allowedTools") + 1] == "mcp__client"
     assert argv[argv.index("--tools") + 1] == ""
     assert int(env["MCP_TOOL_TIMEOUT"]) > 300_000
+    assert env["MCP_CONNECTION_NONBLOCKING"] == "false"  # its first call waits for the bridge
 
 
 def test_claude_keeps_its_tools_when_asked():
