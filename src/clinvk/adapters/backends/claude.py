@@ -434,7 +434,10 @@ class ClaudeBackend:
     def warm_invocation(
         self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
     ) -> Invocation | None:
-        """The same run, started before its prompt is known (it reads one JSON turn)."""
+        """The same run, started before its prompt is known (it reads one JSON turn). Not
+        for runs with client tools: their bridge URL is the run's own."""
+        if spec.tools is not None:
+            return None
         argv, env = self._options(spec, config, command, system_prompt_file)
         return Invocation(argv=argv + ["--input-format", "stream-json"], env=env)
 

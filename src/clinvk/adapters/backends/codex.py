@@ -502,8 +502,9 @@ class CodexBackend:
         self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
     ) -> Invocation | None:
         """The same run, started before its prompt is known (`exec -` reads it from stdin).
-        Not for resumed runs: `resume` does not read its prompt from stdin."""
-        if spec.resume_id:
+        Not for resumed runs (`resume` does not read its prompt from stdin), nor for runs
+        with client tools (their bridge URL is the run's own)."""
+        if spec.resume_id or spec.tools is not None:
             return None
         return Invocation(argv=self._options(spec, config, command, system_prompt_file) + ["-"])
 
