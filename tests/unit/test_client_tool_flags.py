@@ -57,3 +57,19 @@ def test_gemini_gets_a_trusted_bridge_and_only_its_tools():
     assert settings["tools"] == {"core": ["mcp_client_get_weather", "mcp_client_get_time"]}
     assert "tools" not in bridge_settings(BridgeSpec(url="u", names=("t",),
                                                      builtin_tools=True))
+
+
+def test_runs_with_client_tools_never_take_a_warm_or_hot_process():
+    """A run's bridge URL is its own, so no pooled (or hot) process can serve it."""
+    from clinvk.adapters.backends.claude import ClaudeBackend
+    from clinvk.adapters.backends.codex import CodexBackend
+    from clinvk.domain.config import BackendConfig
+    from clinvk.domain.models import RunSpec
+
+    spec = RunSpec(backend="claude", prompt="p", workdir="/tmp", tools=SPEC)
+    assert ClaudeBackend().warm_invocation(spec, BackendConfig(), "claude", None) is None
+    assert ClaudeBackend().hot_invocation(spec, BackendConfig(), "claude", None) is None
+    codex = RunSpec(backend="codex", prompt="p", workdir="/tmp", tools=SPEC)
+    assert CodexBackend().warm_invocation(codex, BackendConfig(), "codex", None) is None
+    plain = RunSpec(backend="claude", prompt="p", workdir="/tmp")
+    assert ClaudeBackend().warm_invocation(plain, BackendConfig(), "claude", None) is not None
