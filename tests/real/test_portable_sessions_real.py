@@ -66,3 +66,34 @@ def test_turn_two_on_another_replica_carries_turn_one(replicas, model_double, ba
     assert any("Hello Zed" in t for t in assistant_texts(calls[-1]))
     session = httpx.get(f"{a.url}/api/v1/sessions/{sid}").json()
     assert session["turn_count"] == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_wiped_cli_session_file_is_restored_from_the_file_store(
+    model_double, tmp_path: Path, backend
+):
+    """With the file store, the copy kept beside the sessions brings back a CLI session file
+    that was deleted from the CLI's home between turns: turn 2 still carries turn 1."""
+    server = ClinvkServer(model_double.url, tmp_path).start()
+    try:
+        model_double.set(reply="Hello Zed")
+        first = _prompt(server, backend=backend, prompt="My name is Zed. Remember it.")
+        assert first.status_code == 200, first.text
+        sid = first.json()["session_id"]
+        cli_id = httpx.get(f"{server.url}/api/v1/sessions/{sid}").json()["backend_session_id"]
+        wiped = [
+            path for path in (tmp_path / "clis").rglob("*.jsonl")
+            if cli_id in path.name or cli_id[:8] in path.name
+        ]
+        assert wiped, "the CLI wrote no session file named after its session"
+        for path in wiped:
+            path.unlink()
+        model_double.clear_log()
+        model_double.set(reply="Your name is Zed")
+        second = _prompt(server, backend=backend, prompt="What is my name?", session_id=sid)
+        assert second.status_code == 200, second.text
+        users = user_texts(generation_requests(model_double.requests())[-1])
+        assert any("My name is Zed. Remember it." in t for t in users)
+        assert all(path.exists() for path in wiped)
+    finally:
+        server.stop()
