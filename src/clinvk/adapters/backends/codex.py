@@ -43,6 +43,10 @@ class _Item(msgspec.Struct):
     aggregated_output: str | None = None
     exit_code: int | None = None
     status: str | None = None
+    #: mcp_tool_call items: the MCP server and tool, and the call's arguments.
+    server: str | None = None
+    tool: str | None = None
+    arguments: Any = None
 
 
 class _CodexUsage(msgspec.Struct):
@@ -210,6 +214,11 @@ class CodexDecoder:
             it = item.item
             if it.type == "command_execution":
                 return [ToolUse(name="shell", input={"command": it.command}, id=it.id)]
+            if it.type == "mcp_tool_call" and it.server and it.tool:
+                # Named as claude names MCP tools; announces a client tool's call (the
+                # bridge's server) before it reaches the bridge.
+                return [ToolUse(name=f"mcp__{it.server}__{it.tool}", input=it.arguments,
+                                id=it.id)]
             return []
         if isinstance(item, _TurnCompleted):
             u = item.usage
