@@ -73,3 +73,21 @@ def test_runs_with_client_tools_never_take_a_warm_or_hot_process():
     assert CodexBackend().warm_invocation(codex, BackendConfig(), "codex", None) is None
     plain = RunSpec(backend="claude", prompt="p", workdir="/tmp")
     assert ClaudeBackend().warm_invocation(plain, BackendConfig(), "claude", None) is not None
+
+
+def test_codex_announces_an_mcp_tool_call_as_claude_names_it():
+    """codex's item.started of an mcp_tool_call is a ToolUse named mcp__<server>__<tool>,
+    so calls made together are answered together without waiting."""
+    from clinvk.adapters.backends.codex import CodexBackend
+    from clinvk.domain.config import BackendConfig
+    from clinvk.domain.events import ToolUse
+    from clinvk.domain.models import RunSpec
+
+    spec = RunSpec(backend="codex", prompt="p", workdir="/tmp", tools=SPEC)
+    decoder = CodexBackend().decoder(spec, BackendConfig())
+    line = json.dumps({"type": "item.started", "item": {
+        "id": "item_1", "type": "mcp_tool_call", "server": "client", "tool": "get_weather",
+        "arguments": {"city": "Paris"}, "result": None, "error": None,
+        "status": "in_progress"}}).encode()
+    assert decoder.feed(line) == [ToolUse(name="mcp__client__get_weather",
+                                          input={"city": "Paris"}, id="item_1")]
