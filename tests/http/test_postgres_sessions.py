@@ -30,7 +30,8 @@ def _client(config, url: str, runner: FakeBackendRunner | None = None) -> TestCl
     config = msgspec.structs.replace(config, session=SessionConfig(store=url))
     runner = runner if runner is not None else FakeBackendRunner()
     services = bootstrap(config, runner=runner, clock=FakeClock(), ids=FakeIds())
-    return TestClient(create_app(services))
+    # The server closes its store's pool at shutdown (entrypoints/server.py); so does this app.
+    return TestClient(create_app(services, on_shutdown=services.store.aclose))
 
 
 def test_the_store_is_chosen_by_config_and_environment(tmp_path, postgres_server) -> None:
