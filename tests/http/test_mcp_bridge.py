@@ -1,0 +1,89 @@
+"""The client-tools bridge as an MCP server, driven by the official MCP client over
+streamable HTTP: exactly the run's tools, a call held until the client's result, and a path
+that stops working with its run."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from clinvk.adapters.mcp_bridge import LoopbackToolBridge
+from clinvk.domain.tools import ClientTool, ToolOutcome
+
+pytestmark = pytest.mark.anyio
+
+WEATHER = ClientTool(name="get_weather", description="The weather of a city",
+                     parameters={"type": "object", "properties": {"city": {"type": "string"}},
+                                 "required": ["city"]})
+TIME = ClientTool(name="get_time", parameters={"type": "object"})
+
+
+@pytest.fixture
+async def bridge():
+    bridge = LoopbackToolBridge(heartbeat_secs=0.05)
+    yield bridge
+    await bridge.close()
+
+
+async def test_it_lists_exactly_the_runs_tools_as_read_only(bridge):
+    """tools/list: the run's tools with their descriptions and schemas, marked read-only
+    (so claude may call several at once); another run's tools are not there."""
+    channel = await bridge.open([WEATHER, TIME])
+    await bridge.open([ClientTool(name="other_runs_tool")])
+    async with Client(channel.url) as client:
+        tools = (await client.list_tools()).tools
+    assert [(t.name, t.description, t.input_schema) for t in tools] == [
+        ("get_weather", WEATHER.description, WEATHER.parameters),
+        ("get_time", "", TIME.parameters)]
+    assert all(t.annotations is not None and t.annotations.read_only_hint for t in tools)
+
+
+async def test_a_call_waits_for_the_clients_result(bridge):
+    """tools/call comes out of the channel as a ToolCall and returns only when the result
+    is answered (through heartbeats), with the result's text and error flag."""
+    channel = await bridge.open([WEATHER])
+    results = []
+    async with Client(channel.url) as client, anyio.create_task_group() as tg:
+
+        async def call() -> None:
+            results.append(await client.call_tool("get_weather", {"city": "Oslo"}))
+
+        tg.start_soon(call)
+        made = await channel.next_call()
+        assert (made.name, made.arguments) == ("get_weather", {"city": "Oslo"})
+        # Lets heartbeats go by on the waiting call; nothing here depends on how many.
+        await anyio.sleep(0.2)
+        assert results == []  # no result before the answer, whatever the timing
+        assert channel.answer(ToolOutcome(call_id=made.id, output="snow", is_error=True))
+    [result] = results
+    assert result.is_error and result.content[0].text == "snow"
+
+
+async def test_a_closed_channel_fails_its_call_and_its_path_is_gone(bridge):
+    """Closing the channel (the run ended) fails a waiting call; its path is then a 404,
+    and with no run left the listener stops."""
+    channel = await bridge.open([WEATHER])
+    keep = await bridge.open([TIME])
+    results = []
+    async with Client(channel.url) as client, anyio.create_task_group() as tg:
+
+        async def call() -> None:
+            results.append(await client.call_tool("get_weather", {"city": "Rome"}))
+
+        tg.start_soon(call)
+        await channel.next_call()
+        channel.close()
+    assert results[0].is_error
+    async with httpx.AsyncClient() as http:
+        r = await http.post(channel.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert r.status_code == 404
+        wrong = await http.post(keep.url + "x", json={"jsonrpc": "2.0", "id": 1,
+                                                      "method": "ping"})
+        assert wrong.status_code == 404
+    keep.close()
+    assert bridge.open_channels() == 0
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as http:
+            await http.post(keep.url, json={})
