@@ -86,6 +86,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
+#: How long a request waits for a connection while the database is known to be down.
+DOWN_WAIT_SECS = 0.5
+#: How long the pool keeps retrying one lost connection before it starts afresh.
+RECONNECT_SECS = 20.0
+
 #: Versions of a CLI session's files kept (the newest is the one restored).
 CLI_STATE_VERSIONS = 3
 
@@ -122,7 +127,9 @@ class PostgresSessionStore:
         self, conninfo: str, *, max_size: int = 8, wait_secs: float = 5.0
     ) -> None:
         """`wait_secs`: how long a request waits for a connection before it is told the store
-        is unavailable (a down server is found out in this time at most)."""
+        is unavailable (a down server is found out in this time at most). Once the database
+        is known to be down, requests wait only DOWN_WAIT_SECS, so /health and the 503s stay
+        quick during an outage, until a connection works again."""
         self._conninfo = conninfo
         self._wait_secs = wait_secs
         self._pool = AsyncConnectionPool(
@@ -133,8 +140,13 @@ class PostgresSessionStore:
             timeout=wait_secs,
             check=AsyncConnectionPool.check_connection,
             kwargs={"connect_timeout": max(1, int(wait_secs))},
+            # The pool retries a lost connection with a growing back-off; giving up after
+            # this long (and starting afresh on the next request) bounds how late it notices
+            # the database is back after a long outage.
+            reconnect_timeout=RECONNECT_SECS,
             name="clinvk-sessions",
         )
+        self._down = False
         self._opened = False
         self._migrated = False
         self._starting = anyio.Lock()
@@ -323,14 +335,17 @@ class PostgresSessionStore:
     async def _connection(self, action: str) -> AsyncIterator[psycopg.AsyncConnection]:
         """A pooled connection in a transaction (committed on success); database faults
         become SessionStoreUnavailable."""
+        wait = DOWN_WAIT_SECS if self._down else self._wait_secs
         try:
-            await self._start()
-            async with self._pool.connection() as conn:
+            await self._start(wait)
+            async with self._pool.connection(timeout=wait) as conn:
+                self._down = False
                 yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._down = True
             raise SessionStoreUnavailable(action, _cause(exc)) from exc
 
-    async def _start(self) -> None:
+    async def _start(self, wait: float) -> None:
         if self._migrated:
             return
         async with self._starting:
@@ -339,7 +354,7 @@ class PostgresSessionStore:
                 await self._pool.open(wait=False)
                 self._opened = True
             if not self._migrated:
-                async with self._pool.connection() as conn:
+                async with self._pool.connection(timeout=wait) as conn:
                     await migrate(conn)
                 self._migrated = True
 
