@@ -206,3 +206,18 @@ def test_anthropic_bad_tools_are_400s_naming_the_field(client, runner, body, fie
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and field in error["message"]
     assert runner.runs == []
+
+
+def test_a_user_turn_after_the_results_gets_a_fresh_run(client, runner):
+    """A parked run can only be given results: when the client adds a user message after
+    them, a fresh run answers the whole conversation (and says it is a replay)."""
+    first = client.post(OPENAI, json={"model": "claude", "messages": ASK,
+                                      "tools": [WEATHER]}).json()
+    message = first["choices"][0]["message"]
+    call_id = message["tool_calls"][0]["id"]
+    runner.script = []
+    r = client.post(OPENAI, json={"model": "claude", "tools": [WEATHER], "messages": [
+        *ASK, message, {"role": "tool", "tool_call_id": call_id, "content": "sunny"},
+        {"role": "user", "content": "and tomorrow?"}]})
+    assert r.status_code == 200 and r.headers["x-clinvk-tool-replay"] == "1"
+    assert len(runner.runs) == 2 and "and tomorrow?" in runner.runs[-1].prompt

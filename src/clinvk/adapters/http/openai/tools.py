@@ -116,6 +116,18 @@ def tool_results(body: OpenAIChatRequest) -> list[ToolOutcome]:
     return results
 
 
+def only_results_follow(body: OpenAIChatRequest) -> bool:
+    """Whether nothing but `tool` messages follows the last assistant message: a parked
+    run can only be given results, so anything more (a user turn) means a fresh run."""
+    messages = body.messages
+    for message in reversed(messages):
+        if isinstance(message, OpenAIAssistantMessage):
+            return True
+        if not isinstance(message, OpenAIToolMessage):
+            return False
+    return True
+
+
 def applies(body: OpenAIChatRequest, runs: ToolRunService | None) -> bool:
     """Whether this request goes through client tools: it offers tools, or it carries
     results a parked run waits for."""
@@ -147,7 +159,7 @@ class ToolChat:
         tools = client_tools(body)
         choice = tool_choice(body, [t.name for t in tools])
         results = tool_results(body)
-        if results:
+        if results and only_results_follow(body):
             step = await self.runs.resume(results, field="messages", on_event=on_event)
             if step is not None:
                 return step, False
@@ -229,12 +241,12 @@ class ToolChat:
 
             async def step() -> tuple[ToolStep, bool]:
                 results = tool_results(body)
-                if results:
+                if results and only_results_follow(body):
                     found = await self.runs.resume(results, field="messages", on_event=on_event)
                     if found is not None:
                         return found, False
-                    if not response.started:
-                        response.headers[REPLAY_HEADER] = "1"
+                if results and not response.started:
+                    response.headers[REPLAY_HEADER] = "1"
                 tools = client_tools(body)
                 builtin = body.clinvk.builtin_tools if body.clinvk else None
                 started = await self.runs.start(
