@@ -202,7 +202,9 @@ def test_bad_tools_are_refused_naming_the_field(tools, field, words):
 def test_good_tools_pass():
     """Names of letters, digits, _ and -, with object schemas (nested ones too), pass."""
     nested = {"type": "object", "properties": {"a": {"type": "array", "items": {
-        "type": "object", "properties": {"b": {"type": ["string", "null"]}}}}},
-        "required": ["a"]}
+        "type": "object", "properties": {"b": {"type": ["string", "null"]}}}},
+        "pair": {"type": "array", "items": [{"type": "string"}, True]}, "any": True},
+        "required": ["a"], "additionalProperties": False, "$schema":
+        "http://json-schema.org/draft-07/schema#"}
     check_tools([WEATHER, TIME, ClientTool(name="x-y_9", parameters=nested)],
                 ["a", "b", "c"])

@@ -93,8 +93,12 @@ def _schema_problem(schema: Any, where: str) -> str | None:
     ):
         return f"{where}.required must be an array of strings"
     items = schema.get("items")
-    if items is not None:
-        problem = _schema_problem(items, f"{where}.items")
+    # `items` is a schema, or (before draft 2020-12) a list of them, one per position.
+    for j, item in enumerate(items if isinstance(items, list) else [items]):
+        if item is None:
+            continue
+        where_item = f"{where}.items" + (f"[{j}]" if isinstance(items, list) else "")
+        problem = _schema_problem(item, where_item)
         if problem:
             return problem
     enum = schema.get("enum")
