@@ -148,3 +148,42 @@ def test_postgres_killed_mid_run_is_a_clear_503_not_a_crash(config, own_server) 
         )
         assert again.status_code == 200, again.text
         assert client.get(f"/api/v1/sessions/{sid}").json()["turn_count"] == 2
+
+
+def test_eight_clients_on_each_of_two_replicas_race_on_one_session(config, postgres_server):
+    """8 clients on each of two servers sharing PostgreSQL send turns of one session at once:
+    each turn either runs (200) or is refused as session_busy (409), never anything else, and
+    the session counts exactly the turns that ran."""
+    url = postgres_server.new_schema()
+    runners = [FakeBackendRunner(), FakeBackendRunner()]
+    with _client(config, url, runners[0]) as a, _client(config, url, runners[1]) as b:
+        sid = a.post("/api/v1/prompt", json={"backend": "claude", "prompt": "0"}).json()[
+            "session_id"
+        ]
+        for runner in runners:
+            runner.reply, runner.delay = "one two three", 0.01
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def client(server: TestClient) -> None:
+            for i in range(4):
+                r = server.post(
+                    "/api/v1/prompt",
+                    json={"backend": "claude", "prompt": str(i), "session_id": sid},
+                )
+                if r.status_code == 409:
+                    assert r.json()["code"] == "session_busy"
+                with lock:
+                    statuses.append(r.status_code)
+
+        threads = [threading.Thread(target=client, args=(server,))
+                   for server in (a, b) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(statuses) == 64 and set(statuses) <= {200, 409}
+        ran = statuses.count(200)
+        assert ran >= 1
+        session = b.get(f"/api/v1/sessions/{sid}").json()
+        assert session["turn_count"] == 1 + ran and session["status"] == "active"
