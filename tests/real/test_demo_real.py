@@ -118,7 +118,7 @@ def test_demo_finds_the_pinned_clis_in_the_project_cache(demo):
     for backend in health["backends"]:
         assert backend["available"] is True
         assert Path(backend["path"]).parent == cli_dir() / "node_modules" / ".bin"
-    deadline = time.monotonic() + 90  # gemini's --version takes seconds on a busy machine
+    deadline = time.monotonic() + 300  # gemini's --version took over 90 s on a loaded machine
     found: dict[str, dict] = {}
     while len(found) < len(CLI_NAMES) and time.monotonic() < deadline:
         found = {ln["backend"]: ln for ln in demo.lines() if ln.get("event") == "backend found"}
