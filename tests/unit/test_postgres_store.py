@@ -64,6 +64,34 @@ async def test_replicas_migrating_at_once_apply_each_version_once(
 
 
 @pytest.mark.anyio
+async def test_a_database_of_an_older_version_is_migrated_keeping_its_sessions(
+    postgres_server: PostgresServer,
+) -> None:
+    """A database left at schema version 1 by an older clinvk gets the later versions on
+    first use, and its sessions are still there."""
+    url = postgres_server.new_schema()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE clinvk_schema (version integer NOT NULL)")
+        for statement in MIGRATIONS[0]:
+            await conn.execute(statement)  # type: ignore[arg-type]
+        await conn.execute("INSERT INTO clinvk_schema (version) VALUES (1)")
+        await conn.execute(
+            "INSERT INTO clinvk_sessions (id, backend, status, last_used, record) "
+            "VALUES ('old', 'claude', 'active', now(), %s)",
+            (msgspec.json.encode(make("old")),),
+        )
+    store = PostgresSessionStore(url)
+    try:
+        assert (await store.get("old")) == make("old")
+        assert await store.load_cli_state("claude", "t-1") is None  # version 2's table
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            rows = await (await conn.execute("SELECT version FROM clinvk_schema")).fetchall()
+        assert sorted(r[0] for r in rows) == list(range(1, len(MIGRATIONS) + 1))
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
 async def test_two_replicas_of_eight_clients_lose_no_update(
     postgres_server: PostgresServer,
 ) -> None:
