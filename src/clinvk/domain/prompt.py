@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import anyio
 import msgspec
 
 from clinvk.domain.chat import TextStream
@@ -46,6 +47,12 @@ def _no_nul(**values: str | None) -> None:
         if value and "\x00" in value:
             raise InvalidRequest(f"{field} must not contain NUL characters", field=field)
 
+
+#: Why a session is `error` after a turn that was cancelled before it finished.
+INTERRUPTED = (
+    "interrupted: the run was cancelled before it finished (the client went away or the "
+    "server stopped)"
+)
 
 #: Tag of a session recorded by a dry run (nothing ran; it has no CLI session yet).
 DRY_RUN_TAG = "dry-run"
@@ -377,6 +384,14 @@ class PromptService:
             if partial is not None:
                 exc.result = self._result(partial, usage, session_id, error=exc.message)
             raise
+        except anyio.get_cancelled_exc_class():
+            # The client went away, or the server is stopping: the turn did not finish, so
+            # the session must not look as if it had. A store that fails here must not
+            # turn the cancellation into another error.
+            if session is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(ClinvkError, OSError):
+                    await self._store.update(session.id, self._interrupted)
+            raise
 
         usage = self._usage(run, session)
         if session is not None:
@@ -417,6 +432,11 @@ class PromptService:
             stop_reason=run.stop_reason,
             error=error,
             command=run.command,
+        )
+
+    def _interrupted(self, current: Session) -> Session:
+        return msgspec.structs.replace(
+            current, status="error", error=INTERRUPTED, last_used=_iso(self._clock)
         )
 
     async def _record(
