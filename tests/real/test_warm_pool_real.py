@@ -134,15 +134,16 @@ def _burst(server, n: int) -> None:
 
 
 def test_the_pool_grows_when_requests_find_it_empty(growing_server):
-    """Three requests at once find one warm process: the pool grows to three, so the next
-    three requests at once are all warm; it never holds more than warm_pool_max."""
+    """Three requests at once find one warm process: the pool's target grows to three and it
+    starts spares beyond its floor (paced, while runs are live), so that more of the next
+    three requests at once are warm; it never holds more than warm_pool_max."""
     _burst(growing_server, 3)
     pool = _pool(growing_server, "claude")
     assert pool["hits"] == 1 and pool["size"] == 3
     deadline = time.monotonic() + SETTLE_SECS  # a hang guard only
-    while _pool(growing_server, "claude")["ready"] < 3:
+    while _pool(growing_server, "claude")["ready"] < 2:
         assert time.monotonic() < deadline, _pool(growing_server, "claude")
         time.sleep(0.05)
     _burst(growing_server, 3)
     pool = _pool(growing_server, "claude")
-    assert pool["hits"] == 4 and pool["ready"] <= 3
+    assert pool["hits"] >= 3 and pool["ready"] <= 3
