@@ -364,3 +364,50 @@ def test_a_server_stopping_ends_its_parked_runs(model_double, tmp_path):
         code = srv.stop()
     assert code is not None and code != -signal.SIGKILL  # it stopped by itself
     assert srv.wait_no_cli() == []
+
+
+def _answer_calls(messages: list, completion) -> list:
+    answers = {"get_weather": "sunny", "get_time": "noon"}
+    message = completion.choices[0].message
+    return [*messages, message.model_dump(exclude_none=True), *[
+        {"role": "tool", "tool_call_id": c.id, "content": answers[c.function.name]}
+        for c in message.tool_calls]]
+
+
+def test_gemini_makes_two_calls_at_once(oai, server, model_double):
+    """gemini runs the two calls its model made in one message at once: both come in one
+    answer, and one request with both results resumes it."""
+    model_double.set(tool_use=[{"name": "mcp_client_get_weather", "input": {"city": "P"}},
+                               {"name": "mcp_client_get_time", "input": {"zone": "CET"}}])
+    messages = [{"role": "user", "content": "weather and time?"}]
+    first = oai.chat.completions.create(model="gemini", messages=messages,
+                                        tools=[WEATHER, TIME])
+    assert sorted(c.function.name for c in first.choices[0].message.tool_calls) == [
+        "get_time", "get_weather"]
+    second = oai.chat.completions.create(model="gemini", tools=[WEATHER, TIME],
+                                         messages=_answer_calls(messages, first))
+    assert second.choices[0].finish_reason == "stop"
+    assert "sunny" in second.choices[0].message.content
+    assert "noon" in second.choices[0].message.content
+    assert server.wait_no_cli() == []
+
+
+def test_codex_two_calls_come_in_one_or_two_answers(oai, server, model_double):
+    """codex starts the two calls its model made in one message close together but not
+    always before the first reaches the bridge: an agent loop gets both, in one answer or
+    in two, and then codex's answer with both results."""
+    model_double.set(tool_use=[{"name": "mcp__client__get_weather", "input": {"city": "P"}},
+                               {"name": "mcp__client__get_time", "input": {"zone": "CET"}}])
+    messages: list = [{"role": "user", "content": "weather and time?"}]
+    called: list[str] = []
+    for _ in range(3):  # at most one answer per call, then the text
+        answer = oai.chat.completions.create(model=CODEX_MODEL, messages=messages,
+                                             tools=[WEATHER, TIME])
+        if answer.choices[0].finish_reason != "tool_calls":
+            break
+        called += [c.function.name for c in answer.choices[0].message.tool_calls]
+        messages = _answer_calls(messages, answer)
+    assert sorted(called) == ["get_time", "get_weather"]
+    assert answer.choices[0].finish_reason == "stop"
+    assert "sunny" in answer.choices[0].message.content
+    assert server.wait_no_cli() == []
