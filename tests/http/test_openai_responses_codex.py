@@ -188,10 +188,11 @@ def test_tool_items_of_a_later_turn_are_written_into_the_prompt(sdk, runner):
 
 
 def test_an_item_clinvk_cannot_resolve_is_still_a_400(sdk, runner):
-    """An `item_reference` (an item stored by OpenAI) is a 400 naming it; nothing runs."""
+    """An `item_reference` to an item clinvk did not store (one stored by OpenAI) is a 400
+    naming it; nothing runs."""
     with pytest.raises(openai.BadRequestError) as info:
         sdk.responses.create(model="claude", input=[
             {"type": "item_reference", "id": "msg_1"},
             {"role": "user", "content": "hi"}])
-    assert info.value.body["param"] == "input[0].type"
+    assert info.value.body["param"] == "input[0].id" and "'msg_1'" in info.value.message
     assert runner.runs == []

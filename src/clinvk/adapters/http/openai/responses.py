@@ -44,6 +44,7 @@ from clinvk.adapters.http.openai.responses_translate import (
     now,
     output_message,
     response_object,
+    response_of,
     session_of,
     to_prompt_request,
 )
@@ -154,6 +155,39 @@ class ResponsesApi:
             )
         return _Continuation(earlier=earlier, workdir=session.working_dir)
 
+    async def _dereferenced(self, body: OpenAIResponsesRequest) -> OpenAIResponsesRequest:
+        """`body` with each `item_reference` input item replaced by the stored output item
+        it names; one clinvk did not store is a 400."""
+        if isinstance(body.input, str) or not any(
+            isinstance(raw, dict) and raw.get("type") == "item_reference" for raw in body.input
+        ):
+            return body
+        items: list[Any] = []
+        for i, raw in enumerate(body.input):
+            if isinstance(raw, dict) and raw.get("type") == "item_reference":
+                raw = await self._stored_item(raw.get("id"), f"input[{i}]")
+            items.append(raw)
+        return msgspec.structs.replace(body, input=items)
+
+    async def _stored_item(self, item_id: Any, where: str) -> dict[str, Any]:
+        """The stored output item `item_id` names (its response is in the id)."""
+        output: Any = []
+        if isinstance(item_id, str):
+            response_id = response_of(item_id)
+            try:
+                stored = _stored(await self._session(response_id)).get(response_id)
+            except _UnknownResponse:
+                stored = None
+            output = stored.get("output", []) if isinstance(stored, dict) else []
+        for item in output if isinstance(output, list) else []:
+            if isinstance(item, dict) and item.get("id") == item_id:
+                return item
+        raise InvalidRequest(
+            f"{where} references item {item_id!r}, which clinvk has not stored (its response "
+            "was created with store: false, deleted, or not by clinvk); send the item itself",
+            field=f"{where}.id",
+        )
+
     async def _keep(self, session_id: str | None, response: OpenAIResponse,
                     turns: list[Turn], *, fresh: bool) -> None:
         """Record the response as its session's latest, and its turns in the session's
@@ -189,7 +223,8 @@ class ResponsesApi:
 
     async def create(self, request: Request) -> Response:
         raw = await request.body()
-        body: OpenAIResponsesRequest = decode_body(responses_request_decoder, raw)
+        body: OpenAIResponsesRequest = await self._dereferenced(
+            decode_body(responses_request_decoder, raw))
         continued = await self._continued(body)
         prompt = to_prompt_request(
             body,
@@ -208,8 +243,9 @@ class ResponsesApi:
             result = await until_disconnect(request, lambda: self.services.prompt.run(prompt))
         except ClientDisconnected:
             return Response(status_code=499)
-        response = self._final(body, prompt, result, new_response_id(result.session_id),
-                               message_id(), now())
+        response_id = new_response_id(result.session_id)
+        response = self._final(body, prompt, result, response_id, message_id(response_id),
+                               now())
         await self._keep(result.session_id, response, turns, fresh=fresh)
         headers = {BACKEND_HEADER: result.backend}
         if result.session_id:
@@ -242,7 +278,7 @@ class ResponsesApi:
 
     def _stream(self, body: OpenAIResponsesRequest, prompt: PromptRequest,
                 turns: list[Turn], fresh: bool) -> EventStreamResponse:
-        created_at, msg_id = now(), message_id()
+        created_at, msg_id = now(), ""
         state: dict[str, Any] = {"seq": 0, "id": None, "text": [], "model": body.model,
                                  "session": prompt.session_id, "backend": prompt.backend}
 
@@ -259,7 +295,9 @@ class ResponsesApi:
 
         def opening() -> bytes:
             """The frames before the first text; the response id carries the session."""
+            nonlocal msg_id
             state["id"] = new_response_id(state["session"])
+            msg_id = message_id(state["id"])
             return (
                 frame("response.created", response=pending())
                 + frame("response.in_progress", response=pending())

@@ -95,9 +95,15 @@ def session_of(response_id: str) -> str | None:
     return session_id if session_id and "\x00" not in session_id else None
 
 
-def message_id() -> str:
-    """A fresh output message id."""
-    return "msg_" + uuid.uuid4().hex
+def message_id(response_id: str) -> str:
+    """The output message id of a response: its id's own tail, so an `item_reference` to
+    the message (what the Vercel AI SDK sends for an earlier answer) finds the response."""
+    return "msg_" + response_id[len(_PREFIX):]
+
+
+def response_of(item_id: str) -> str:
+    """The id of the response whose output message `item_id` is (see `message_id`)."""
+    return _PREFIX + item_id.partition("_")[2]
 
 
 # -- request ---------------------------------------------------------------------------
