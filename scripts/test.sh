@@ -6,6 +6,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 ./scripts/install-clis.sh
+./scripts/install-node-sdks.sh  # the Vercel AI SDK the client tests drive
 # System tools some tests use, from Debian (CI runs as root on a fresh machine): chromium
 # renders /docs in the browser test, systemd-analyze verifies the shipped unit file, PostgreSQL
 # (its programs land in /usr/lib/postgresql/<major>/bin) backs the PostgreSQL session store tests.
