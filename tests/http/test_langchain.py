@@ -162,6 +162,14 @@ def test_responses_error_is_the_sdks_bad_request(live):
     assert err.value.type == "invalid_request_error"
 
 
+def test_a_codex_model_name_picks_the_responses_api_and_works(live, recorder, runner):
+    """ChatOpenAI(model="codex") posts to /responses by itself (LangChain sends model names
+    with "codex" there), and gets the answer as text content blocks."""
+    message = chat_openai(live, model="codex").invoke("hi")
+    assert recorder.requests[-1]["path"] == "/openai/v1/responses"
+    assert message.text == "hello from fake" and runner.runs[-1].backend == "codex"
+
+
 # -- ChatAnthropic -------------------------------------------------------------------------
 
 
