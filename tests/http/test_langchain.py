@@ -143,6 +143,28 @@ def test_responses_multi_turn_message_list_reaches_the_cli(live, recorder, runne
         assert text in rendered
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_answer_sent_back_in_a_message_list(live, recorder, runner, stream):
+    """The AIMessage an earlier (plain or streamed) call returned goes back as an output
+    message carrying its id, and reaches the CLI's prompt as the assistant's turn."""
+    runner.reply = "Hello Zed."
+    llm = chat_openai(live, use_responses_api=True)
+    turn = [HumanMessage("My name is Zed.")]
+    if stream:
+        chunks = list(llm.stream(turn))
+        first = chunks[0]
+        for chunk in chunks[1:]:
+            first += chunk
+    else:
+        first = llm.invoke(turn)
+    llm.invoke([*turn, first, HumanMessage("What is my name?")])
+    sent = recorder.bodies("/openai/v1/responses")[-1]["input"][1]
+    assert sent["role"] == "assistant" and sent["id"].startswith("msg_")
+    assert sent["content"][0] == {"type": "output_text", "text": "Hello Zed.", "annotations": []}
+    assert "Hello Zed." in runner.runs[-1].prompt
+    assert "What is my name?" in runner.runs[-1].prompt
+
+
 def test_responses_previous_response_id_resumes_the_cli_session(live, recorder, runner):
     """use_previous_response_id=True sends only the new turn with the last response's id,
     and clinvk resumes the CLI session of that response."""
