@@ -151,10 +151,12 @@ class SubprocessBackendRunner:
 
     def info(self, backend: str) -> BackendInfo:
         self._backend(backend)
-        path = self.executable(backend)
+        found = self.locate(backend)
+        path = found.path
         return BackendInfo(
             name=backend,
             available=path is not None,
+            problem=found.problem if path is None else None,
             model=self._config.backend(backend).model or None,
             warm_pool_size=self.pool.size(backend),
             warm_pool_ready=self.pool.ready(backend),
