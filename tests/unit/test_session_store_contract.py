@@ -142,6 +142,16 @@ async def test_delete_removes_session(store: SessionStore) -> None:
     assert await store.count() == 0
 
 
+@pytest.mark.anyio
+async def test_a_session_whose_cli_id_holds_nul_is_kept_and_deleted(store: SessionStore) -> None:
+    """Any text a CLI printed as its session id (even a NUL, which a PostgreSQL text column
+    cannot hold) is stored in the record, read back, and the session deleted cleanly."""
+    await store.create(make(backend_session_id="a\x00b"))
+    assert (await store.get("s1")).backend_session_id == "a\x00b"
+    await store.delete("s1")
+    assert await store.count() == 0
+
+
 @pytest.mark.parametrize(
     "bad_id",
     ["../outside", "..", ".", "", "a/b", "/etc/passwd", "a\n", "x.json", "é", "a" * 129, "a b",

@@ -262,6 +262,8 @@ class PostgresSessionStore:
 
     async def save_cli_state(self, state: CliState) -> int:
         """Store the next version of a CLI session's files (compressed); keep the last few."""
+        if not _storable(state.cli_session_id):
+            return 0  # nothing a CLI really names; kept nowhere, as a text column holds no NUL
         blob = zlib.compress(_files_encoder.encode(state.files))
         key = (state.backend, state.cli_session_id)
         async with self._connection("save the CLI's session files") as conn:
@@ -281,6 +283,8 @@ class PostgresSessionStore:
 
     async def load_cli_state(self, backend: str, cli_session_id: str) -> CliState | None:
         """The newest stored files of a CLI session, or None."""
+        if not _storable(cli_session_id):
+            return None
         async with self._connection("read the CLI's session files") as conn:
             cursor = await conn.execute(
                 "SELECT version, files FROM clinvk_cli_state "
@@ -377,11 +381,17 @@ async def _drop_cli_state(conn: psycopg.AsyncConnection, rows: builtins.list[tup
     """Delete the CLI session files of the deleted sessions in `rows` (their records)."""
     for row in rows:
         session = _load(row, None)
-        if session is not None and session.backend_session_id:
+        # A text column holds no NUL: an id with one never had files stored under it.
+        if session is not None and _storable(session.backend_session_id):
             await conn.execute(
                 "DELETE FROM clinvk_cli_state WHERE cli_session_id = %s",
                 (session.backend_session_id,),
             )
+
+
+def _storable(cli_session_id: str | None) -> bool:
+    """Whether files can be stored under this CLI session id (non-empty, no NUL)."""
+    return bool(cli_session_id) and "\x00" not in cli_session_id  # type: ignore[operator]
 
 
 def _columns(session: Session) -> tuple[str, str, datetime | None, bytes]:
