@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -20,7 +20,8 @@ import pytest
 from clinvk.adapters.sessions import file_store
 from clinvk.adapters.sessions.file_store import FileSessionStore
 from clinvk.domain.errors import SessionNotFound, SessionStoreUnavailable
-from clinvk.domain.models import Session, SessionQuery
+from clinvk.domain.models import SessionQuery
+from tests.unit.test_session_store_contract import bump, make
 
 
 @pytest.fixture
@@ -31,21 +32,6 @@ def anyio_backend() -> str:
 @pytest.fixture
 def store(tmp_path: Path) -> FileSessionStore:
     return FileSessionStore(tmp_path / "sessions")
-
-
-def make(session_id: str = "s1", **fields: object) -> Session:
-    values: dict[str, object] = {
-        "backend": "claude",
-        "created_at": "2026-11-25T21:09:46.123Z",
-        "last_used": "2026-11-25T21:09:46.123Z",
-        "working_dir": "/work",
-    }
-    values.update(fields)
-    return Session(id=session_id, **values)  # type: ignore[arg-type]
-
-
-def bump(session: Session) -> Session:
-    return msgspec.structs.replace(session, turn_count=session.turn_count + 1)
 
 
 @pytest.mark.anyio
@@ -156,7 +142,7 @@ async def test_corrupt_file_is_skipped_and_untouched(store: FileSessionStore) ->
             await store.update(bad, bump)
         with pytest.raises(SessionNotFound):
             await store.delete(bad)
-    assert await store.purge(datetime(2100, 1, 1, tzinfo=timezone.utc)) == 1
+    assert await store.purge(datetime(2100, 1, 1, tzinfo=UTC)) == 1
     assert corrupt.read_bytes() == b'{"id": "bad", "backend": '
     assert wrong_id.exists()
 
