@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from clinvk.adapters.backends.codex import _OVERLOADED, _USAGE, codex_status, reset_in
+from clinvk.adapters.backends.jsonrpc import Rpc, TurnDriver, decode, request
 from clinvk.adapters.backends.limits import api_error
 from clinvk.domain.errors import BackendFailed, bounded
 from clinvk.domain.events import (
@@ -87,25 +88,11 @@ def thread_params(spec: RunSpec) -> dict[str, Any]:
     return params
 
 
-def _request(id: int, method: str, params: dict[str, Any]) -> bytes:
-    return msgspec.json.encode({"jsonrpc": "2.0", "id": id, "method": method, "params": params}) + b"\n"
-
-
-class _Rpc(msgspec.Struct):
-    id: int | str | None = None
-    method: str | None = None
-    params: Any = None
-    result: Any = None
-    error: Any = None
-
-
-_decode = msgspec.json.Decoder(_Rpc).decode
-
-
-class CodexAppDecoder:
+class CodexAppDecoder(TurnDriver):
     """Drives one turn of a codex app server and decodes its notifications."""
 
     def __init__(self, spec: RunSpec, *, now: Callable[[], dt.datetime] | None = None) -> None:
+        super().__init__()
         self._spec = spec
         self._now = now or (lambda: dt.datetime.now().astimezone())
         self._thread: str | None = spec.resume_id
@@ -115,8 +102,6 @@ class CodexAppDecoder:
         self._usage: TokenUsage | None = None
         self._failure: str | None = None
         self._last_error: str | None = None
-        self._pending = b""
-        self._done = False
         self._next_id = 10
 
     # -- what to write -----------------------------------------------------------------
@@ -133,9 +118,9 @@ class CodexAppDecoder:
         else:
             method = "thread/start"
         return (
-            _request(_INITIALIZE, "initialize", {"clientInfo": {"name": "clinvk", "version": "1"}})
+            request(_INITIALIZE, "initialize", {"clientInfo": {"name": "clinvk", "version": "1"}})
             + b'{"jsonrpc":"2.0","method":"initialized"}\n'
-            + _request(_THREAD, method, params)
+            + request(_THREAD, method, params)
         )
 
     def _next(self) -> int:
@@ -149,23 +134,13 @@ class CodexAppDecoder:
         }
         if self._spec.effort:
             params["effort"] = self._spec.effort
-        return _request(id, "turn/start", params)
-
-    def replies(self) -> bytes:
-        """Bytes to write now (the turn once the thread is open; answers to requests)."""
-        out, self._pending = self._pending, b""
-        return out
-
-    @property
-    def turn_done(self) -> bool:
-        """Whether the turn ended (`turn/completed`, or the thread could not be opened)."""
-        return self._done
+        return request(id, "turn/start", params)
 
     # -- what was read ------------------------------------------------------------------
 
     def feed(self, line: bytes) -> list[StreamEvent]:
         try:
-            msg = _decode(line)
+            msg = decode(line)
         except msgspec.DecodeError:
             return []
         if msg.method is None:
@@ -180,7 +155,7 @@ class CodexAppDecoder:
         params = msg.params if isinstance(msg.params, dict) else {}
         return self._notification(msg.method, params)
 
-    def _response(self, msg: _Rpc) -> list[StreamEvent]:
+    def _response(self, msg: Rpc) -> list[StreamEvent]:
         if msg.error is not None:
             message = (msg.error or {}).get("message") if isinstance(msg.error, dict) else None
             self._failure = str(message or msg.error)

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from clinvk.adapters.backends.jsonrpc import Rpc, TurnDriver, decode, request
 from clinvk.adapters.backends.limits import api_error, http_status
 from clinvk.domain.errors import BackendFailed, bounded
 from clinvk.domain.events import (
@@ -31,34 +32,17 @@ from clinvk.domain.models import RunResult, RunSpec, TokenUsage
 _INITIALIZE, _SESSION, _PROMPT = 1, 2, 3
 
 
-def _request(id: int, method: str, params: dict[str, Any]) -> bytes:
-    message = {"jsonrpc": "2.0", "id": id, "method": method, "params": params}
-    return msgspec.json.encode(message) + b"\n"
-
-
-class _Rpc(msgspec.Struct):
-    id: int | str | None = None
-    method: str | None = None
-    params: Any = None
-    result: Any = None
-    error: Any = None
-
-
-_decode = msgspec.json.Decoder(_Rpc).decode
-
-
-class GeminiAcpDecoder:
+class GeminiAcpDecoder(TurnDriver):
     """Drives one turn of a gemini ACP process and decodes its updates."""
 
     def __init__(self, spec: RunSpec) -> None:
+        super().__init__()
         self._spec = spec
         self._session: str | None = spec.resume_id
         self._text: list[str] = []
         self._usage: TokenUsage | None = None
         self._failure: str | None = None
         self._status: int | None = None
-        self._pending = b""
-        self._done = False
         self._prompt_id = _PROMPT
         self._next_id = 10
         #: Whether this turn's prompt was sent: `session/load` first replays the session's
@@ -78,28 +62,19 @@ class GeminiAcpDecoder:
             method = "session/load"
         else:
             method = "session/new"
-        return _request(
+        return request(
             _INITIALIZE, "initialize", {"protocolVersion": 1, "clientCapabilities": {}}
-        ) + _request(_SESSION, method, params)
+        ) + request(_SESSION, method, params)
 
     def _prompt(self, id: int) -> bytes:
-        return _request(id, "session/prompt", {
+        return request(id, "session/prompt", {
             "sessionId": self._session,
             "prompt": [{"type": "text", "text": self._spec.prompt}],
         })
 
-    def replies(self) -> bytes:
-        """Bytes to write now (the prompt once the session is open; answers to requests)."""
-        out, self._pending = self._pending, b""
-        return out
-
-    @property
-    def turn_done(self) -> bool:
-        return self._done
-
     def feed(self, line: bytes) -> list[StreamEvent]:
         try:
-            msg = _decode(line)
+            msg = decode(line)
         except msgspec.DecodeError:
             return []
         if msg.method is None:
@@ -130,7 +105,7 @@ class GeminiAcpDecoder:
                     "error": {"code": -32601, "message": "not supported by clinvk"}}
         return msgspec.json.encode(body) + b"\n"
 
-    def _response(self, msg: _Rpc) -> list[StreamEvent]:
+    def _response(self, msg: Rpc) -> list[StreamEvent]:
         if msg.error is not None:
             error = msg.error if isinstance(msg.error, dict) else {}
             self._failure = str(error.get("message") or msg.error)
