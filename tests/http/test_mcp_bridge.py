@@ -4,6 +4,8 @@ that stops working with its run."""
 
 from __future__ import annotations
 
+import socket
+
 import anyio
 import httpx
 import pytest
@@ -87,3 +89,18 @@ async def test_a_closed_channel_fails_its_call_and_its_path_is_gone(bridge):
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as http:
             await http.post(keep.url, json={})
+
+
+async def test_its_connections_have_nagle_off(bridge):
+    """The bridge's accepted connections have TCP_NODELAY, so an answer's body is not held
+    back until the CLI acknowledges its headers (a delayed ACK costs 40 ms)."""
+    channel = await bridge.open([WEATHER])
+    async with httpx.AsyncClient() as http:
+        r = await http.post(channel.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert r.status_code == 200
+        server = bridge._server  # the listener's live connections: no public view of them
+        assert server is not None and server.server_state.connections
+        for connection in server.server_state.connections:
+            sock = connection.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    channel.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Self
 
 import uvicorn
 
@@ -13,7 +14,9 @@ class LiveServer:
     """uvicorn serving `app` on a free loopback port; `url` is its base URL."""
 
     def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP as `uvicorn --port` gets it: asyncio sets TCP_NODELAY only then, and
+        # without it each answer's body waits for the client's delayed ACK (40 ms).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(
@@ -25,7 +28,7 @@ class LiveServer:
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 30  # a hang guard only
         while not self.server.started:
