@@ -2,7 +2,8 @@
 (tests/fixtures/clients/codex, captured from the model double) replayed against
 `/openai/v1/responses` on a real uvicorn server running the app on fakes: each is streamed
 back in events the `openai` SDK parses, and the CLI gets the user's words, the earlier
-turns and codex's instructions as the system prompt; codex's tools are not offered."""
+turns and codex's instructions as the system prompt; codex's function tools are offered
+through the bridge (docs/openai.md, "codex as a client")."""
 
 from __future__ import annotations
 
@@ -90,7 +91,9 @@ def test_the_fixtures_are_what_codex_sends():
 @pytest.mark.parametrize("path", CAPTURED, ids=lambda p: p.stem)
 def test_each_captured_request_streams_the_events_codex_reads(sdk, runner, path):
     """A captured request streams the full event sequence, which the SDK parses into the
-    fake CLI's answer with usage; the response echoes no tools and is not stored."""
+    fake CLI's answer with usage; the response echoes the function tools offered to the
+    backend's model (none for codex's own model, whose tools come as an input item) and
+    is not stored."""
     events = replay(sdk, load(path))
     assert [e.type for e in events] == EVENTS
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == \
@@ -98,8 +101,24 @@ def test_each_captured_request_streams_the_events_codex_reads(sdk, runner, path)
     final = events[-1].response
     assert final.status == "completed" and final.output_text == "hello from fake"
     assert final.usage is not None and final.usage.total_tokens == 6
-    assert final.tools == [] and final.store is False
+    functions = [t["name"] for t in load(path)["body"].get("tools", [])
+                 if t["type"] == "function"]
+    assert [t.name for t in final.tools] == functions and final.store is False
     assert len(runner.runs) == 1 and runner.runs[0].ephemeral is True
+    offered = runner.runs[0].tools
+    assert (list(offered.names) if offered else []) == functions
+
+
+def test_codexs_function_tools_reach_the_backends_model_through_the_bridge(sdk, runner):
+    """codex's `function` tools (exec_command, ...) are offered through the bridge, so the
+    backend's model calls them where codex runs; its namespace and web_search tools are
+    not (only function tools are client tools), and the backend's own tools are off."""
+    captured = load(FIXTURES / "turn-1.json")
+    replay(sdk, captured)
+    spec = runner.runs[-1]
+    assert spec.tools is not None and spec.tools.builtin_tools is False
+    assert spec.tools.names == ("exec_command", "write_stdin", "request_user_input",
+                                "view_image", "get_goal", "create_goal", "update_goal")
 
 
 def test_a_first_turn_reaches_the_cli_with_codexs_instructions(sdk, runner):

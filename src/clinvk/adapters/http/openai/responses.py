@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from clinvk.adapters.http.errors import decode_body
 from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
+from clinvk.adapters.http.openai import responses_tools
 from clinvk.adapters.http.openai.errors import (
     error_response,
     error_type,
@@ -117,9 +118,11 @@ class ResponsesApi:
         except SessionNotFound:
             raise _UnknownResponse from None
 
-    async def _continued(self, body: OpenAIResponsesRequest) -> _Continuation:
+    async def _continued(self, body: OpenAIResponsesRequest, *,
+                         replay: bool = False) -> _Continuation:
         """What a request continues: previous_response_id's conversation (its session when
-        that response is the latest, else a replay of it), or clinvk.session_id."""
+        that response is the latest, else a replay of it), or clinvk.session_id. `replay`:
+        always a replay (a run with client tools keeps no session to resume)."""
         option = body.clinvk.session_id if body.clinvk else None
         previous = body.previous_response_id
         if not previous:
@@ -142,15 +145,17 @@ class ResponsesApi:
                 field="previous_response_id",
             )
         record = _record(session)
-        if record.get("latest") == previous:
+        if record.get("latest") == previous and not replay:
             return _Continuation(session_id=session.id)
         # An earlier response: the CLI's session holds later turns too and cannot branch,
         # so a new session replays the conversation up to that response.
         earlier = conversation_until(record.get("history"), previous)
         if earlier is None:
+            why = ("a request with client tools replays its conversation" if replay
+                   else "it is not the latest of its conversation")
             raise InvalidRequest(
-                f"response {previous!r} is not the latest of its conversation, and clinvk "
-                "did not keep the turns before it, so it cannot branch from it",
+                f"response {previous!r} cannot be continued here ({why}), and clinvk did "
+                "not keep the turns before it",
                 field="previous_response_id",
             )
         return _Continuation(earlier=earlier, workdir=session.working_dir)
@@ -225,6 +230,10 @@ class ResponsesApi:
         raw = await request.body()
         body: OpenAIResponsesRequest = await self._dereferenced(
             decode_body(responses_request_decoder, raw))
+        runs = self.services.tool_runs
+        if runs is not None and responses_tools.applies(body, runs):
+            return await responses_tools.ToolResponses(
+                runs, self.services, self._continued, self._final).answer(request, body)
         continued = await self._continued(body)
         prompt = to_prompt_request(
             body,

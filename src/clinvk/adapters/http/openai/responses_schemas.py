@@ -194,12 +194,27 @@ class ResponsesOutputText(msgspec.Struct, kw_only=True):
     logprobs: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
-class ResponsesOutputMessage(msgspec.Struct, kw_only=True):
-    type: Literal["message"] = "message"
+class ResponsesOutputMessage(msgspec.Struct, kw_only=True, tag_field="type", tag="message"):
     id: str
     status: Literal["completed", "in_progress", "incomplete"]
     role: Literal["assistant"] = "assistant"
     content: list[ResponsesOutputText]
+
+
+class ResponsesFunctionCall(msgspec.Struct, kw_only=True, tag_field="type",
+                            tag="function_call"):
+    """A call of one of the client's function tools; the client answers it with a
+    `function_call_output` input item carrying the same `call_id`."""
+
+    id: str
+    call_id: str
+    name: str
+    #: The arguments as a JSON text, as OpenAI sends them.
+    arguments: str
+    status: Literal["completed", "in_progress", "incomplete"] = "completed"
+
+
+ResponsesOutputItem = ResponsesOutputMessage | ResponsesFunctionCall
 
 
 class ResponsesInputTokensDetails(msgspec.Struct, kw_only=True):
@@ -239,7 +254,7 @@ class OpenAIResponse(msgspec.Struct, kw_only=True):
     instructions: str | None = None
     max_output_tokens: int | None = None
     model: str
-    output: list[ResponsesOutputMessage]
+    output: list[ResponsesOutputItem]
     parallel_tool_calls: bool = True
     previous_response_id: str | None = None
     store: bool = True
@@ -271,8 +286,11 @@ class ResponsesStreamEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     output_index: int | msgspec.UnsetType = msgspec.UNSET
     content_index: int | msgspec.UnsetType = msgspec.UNSET
     item_id: str | msgspec.UnsetType = msgspec.UNSET
-    item: ResponsesOutputMessage | msgspec.UnsetType = msgspec.UNSET
+    item: ResponsesOutputItem | msgspec.UnsetType = msgspec.UNSET
     part: ResponsesOutputText | msgspec.UnsetType = msgspec.UNSET
     delta: str | msgspec.UnsetType = msgspec.UNSET
     text: str | msgspec.UnsetType = msgspec.UNSET
+    #: `response.function_call_arguments.done`: the call's whole arguments and its name.
+    arguments: str | msgspec.UnsetType = msgspec.UNSET
+    name: str | msgspec.UnsetType = msgspec.UNSET
     logprobs: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET

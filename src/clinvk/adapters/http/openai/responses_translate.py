@@ -35,6 +35,7 @@ from clinvk.adapters.http.openai.responses_schemas import (
     ResponsesInputTokensDetails,
     ResponsesLocalShellCallItem,
     ResponsesMessageItem,
+    ResponsesOutputItem,
     ResponsesOutputMessage,
     ResponsesOutputText,
     ResponsesOutputTextPart,
@@ -391,12 +392,14 @@ def response_object(
     created_at: int,
     model: str,
     status: ResponseStatus,
-    output: list[ResponsesOutputMessage],
+    output: list[ResponsesOutputItem],
     tokens: TokenUsage | None = None,
     incomplete: ResponsesIncompleteDetails | None = None,
     error: ResponsesError | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> OpenAIResponse:
-    """A response object echoing the request's settings."""
+    """A response object echoing the request's settings; `tools`: the client's function
+    tools offered to the model (none unless the request went through the bridge)."""
     return OpenAIResponse(
         id=response_id,
         created_at=created_at,
@@ -412,10 +415,8 @@ def response_object(
         store=body.store is not False,
         temperature=body.temperature,
         top_p=body.top_p,
-        # The client's tools are not offered to the CLIs (they run their own), so none
-        # is echoed as in use.
-        tool_choice="auto",
-        tools=[],
+        tool_choice=(body.tool_choice or "auto") if tools else "auto",
+        tools=tools or [],
         truncation=body.truncation or "disabled",
         usage=usage(tokens) if tokens is not None else None,
         user=body.user,

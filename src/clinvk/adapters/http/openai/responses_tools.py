@@ -1,0 +1,457 @@
+"""The Responses API with the client's function tools: the answer's output is the CLI's
+tool calls (`function_call` items, the response `completed`) while its run stays parked,
+and the request carrying `function_call_output` items gets the run's continuation. The
+same domain service as chat completions (domain/tool_runs.py); docs/tools.md has the flow.
+
+Only `function` tools are offered through the bridge; hosted tools (`web_search`, ...),
+free-form (`custom`) tools, `namespace` groups and `local_shell` are left out, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from clinvk.adapters.http.headers import BACKEND_HEADER
+from clinvk.adapters.http.openai.errors import (
+    error_response,
+    internal_envelope,
+    json_response,
+)
+from clinvk.adapters.http.openai.responses_schemas import (
+    OpenAIResponse,
+    OpenAIResponsesRequest,
+    ResponsesError,
+    ResponsesFunctionCall,
+    ResponsesFunctionCallItem,
+    ResponsesFunctionCallOutputItem,
+    ResponsesInputItem,
+    ResponsesLocalShellCallItem,
+    ResponsesMessageItem,
+    ResponsesOutputItem,
+    ResponsesOutputText,
+    ResponsesStreamEvent,
+)
+from clinvk.adapters.http.openai.responses_translate import (
+    content_text,
+    decode_item,
+    message_id,
+    new_response_id,
+    now,
+    output_message,
+    response_object,
+    to_prompt_request,
+)
+from clinvk.adapters.http.streaming import (
+    ClientDisconnected,
+    Emit,
+    EventStreamResponse,
+    until_disconnect,
+)
+from clinvk.domain import events as ev
+from clinvk.domain.chat import TextStream
+from clinvk.domain.errors import ClinvkError, InvalidRequest
+from clinvk.domain.models import PromptRequest, TokenUsage
+from clinvk.domain.services import Services
+from clinvk.domain.tool_runs import ToolRunService, ToolStep
+from clinvk.domain.tools import (
+    ClientTool,
+    ToolCall,
+    ToolChoice,
+    ToolOutcome,
+    check_tools,
+)
+from clinvk.ports import EventSink
+
+#: Says that a tool result's run was gone and a fresh run answered the whole conversation.
+REPLAY_HEADER = "X-Clinvk-Tool-Replay"
+
+_encode = msgspec.json.Encoder().encode
+
+#: (body, replay=...) -> the conversation a request continues (responses.py).
+Continued = Callable[..., Awaitable[Any]]
+#: (body, prompt, result, response id, message id, created_at) -> the final response.
+Final = Callable[..., OpenAIResponse]
+
+
+def _function_entries(body: OpenAIResponsesRequest) -> list[tuple[int, dict[str, Any]]]:
+    entries = []
+    for i, entry in enumerate(body.tools or ()):
+        if not isinstance(entry, dict):
+            raise InvalidRequest(f"tools[{i}] must be an object", field=f"tools[{i}]")
+        if entry.get("type") == "function":
+            entries.append((i, entry))
+    return entries
+
+
+def client_tools(body: OpenAIResponsesRequest) -> list[ClientTool]:
+    """The request's `function` tools (other kinds are not offered to the model)."""
+    tools, fields = [], []
+    for i, entry in _function_entries(body):
+        field = f"tools[{i}]"
+        name, params = entry.get("name"), entry.get("parameters")
+        if not isinstance(name, str):
+            raise InvalidRequest(f"{field}.name must be a string", field=f"{field}.name")
+        if params is None:
+            params = {"type": "object"}
+        if not isinstance(params, dict):
+            raise InvalidRequest(f"invalid JSON Schema: {field}.parameters must be an object",
+                                 field=f"{field}.parameters")
+        strict = entry.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise InvalidRequest(f"{field}.strict must be a boolean", field=f"{field}.strict")
+        description = entry.get("description")
+        if description is not None and not isinstance(description, str):
+            raise InvalidRequest(f"{field}.description must be a string",
+                                 field=f"{field}.description")
+        tools.append(ClientTool(name=name, description=description or "",
+                                parameters=params or {"type": "object"}))
+        fields.append(field)
+    check_tools(tools, fields)
+    return tools
+
+
+def tool_choice(body: OpenAIResponsesRequest, names: list[str]) -> ToolChoice:
+    """`auto`, `none`, `required` or a function's name. A hosted tool's choice (not a
+    function) is `auto`; `allowed_tools` is its `mode` (the subset is not enforced)."""
+    choice = body.tool_choice
+    if choice is None:
+        return "auto"
+    if isinstance(choice, str):
+        if choice in ("auto", "none", "required"):
+            return choice
+        raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or an object",
+                             field="tool_choice")
+    kind = choice.get("type")
+    if kind == "function":
+        name = choice.get("name")
+        if name not in names:
+            raise InvalidRequest(
+                f"tool_choice names a function that is not in tools: {name!r}",
+                field="tool_choice")
+        return name
+    if kind == "allowed_tools":
+        mode = choice.get("mode", "auto")
+        if mode not in ("auto", "required"):
+            raise InvalidRequest("tool_choice.mode must be 'auto' or 'required'",
+                                 field="tool_choice.mode")
+        return mode
+    return "auto"
+
+
+def _items(body: OpenAIResponsesRequest) -> list[tuple[int, ResponsesInputItem]]:
+    if isinstance(body.input, str):
+        return []
+    decoded = ((i, decode_item(raw, f"input[{i}]")) for i, raw in enumerate(body.input))
+    return [(i, item) for i, item in decoded if item is not None]
+
+
+def tool_results(body: OpenAIResponsesRequest, runs: ToolRunService) -> list[ToolOutcome]:
+    """The `function_call_output` items after the last message (the results the client
+    sends now); each must answer a call of the input, or one a parked run waits for (the
+    input of a `previous_response_id` request holds only the outputs)."""
+    items = _items(body)
+    start = 0
+    for k in range(len(items) - 1, -1, -1):
+        if isinstance(items[k][1], ResponsesMessageItem):
+            start = k + 1
+            break
+    known = {item.call_id for _, item in items
+             if isinstance(item, (ResponsesFunctionCallItem, ResponsesLocalShellCallItem))}
+    results = []
+    for i, item in items[start:]:
+        if not isinstance(item, ResponsesFunctionCallOutputItem):
+            continue
+        if item.call_id not in known and not runs.knows(item.call_id):
+            raise InvalidRequest(
+                f"input[{i}].call_id {item.call_id!r} answers no function_call of the input "
+                "and no run waits for it (it ended: timed out, or the server restarted), "
+                "so there is nothing to resume or replay; send the whole input, the "
+                "function_call items included", field=f"input[{i}].call_id",
+            )
+        text = content_text(item.output, f"input[{i}].output")
+        results.append(ToolOutcome(call_id=item.call_id, output=text))
+    return results
+
+
+def only_results_follow(body: OpenAIResponsesRequest) -> bool:
+    """Whether the input ends with the results (no message after them): a parked run can
+    only be given results, so a new message means a fresh run."""
+    items = _items(body)
+    return bool(items) and not isinstance(items[-1][1], ResponsesMessageItem)
+
+
+def applies(body: OpenAIResponsesRequest, runs: ToolRunService | None) -> bool:
+    """Whether this request goes through client tools: it offers function tools, or it
+    carries results a parked run waits for."""
+    if runs is None:
+        return False
+    if any(isinstance(t, dict) and t.get("type") == "function" for t in body.tools or ()):
+        return True
+    return not isinstance(body.input, str) and any(
+        isinstance(raw, dict) and raw.get("type") == "function_call_output"
+        and isinstance(raw.get("call_id"), str) and runs.knows(raw["call_id"])
+        for raw in body.input)
+
+
+def function_calls(response_id: str, calls: tuple[ToolCall, ...]) -> list[ResponsesFunctionCall]:
+    """The output items of the CLI's calls (their ids carry the response's)."""
+    tail = response_id.removeprefix("resp_")[:24]
+    return [ResponsesFunctionCall(id=f"fc_{tail}{n}", call_id=c.id, name=c.name,
+                                  arguments=_encode(c.arguments).decode())
+            for n, c in enumerate(calls)]
+
+
+class ToolResponses:
+    """The `/responses` handler for requests with client tools."""
+
+    def __init__(self, runs: ToolRunService, services: Services, continued: Continued,
+                 final: Final) -> None:
+        self.runs = runs
+        self.services = services
+        self.continued = continued
+        self.final = final
+
+    def _echoed(self, body: OpenAIResponsesRequest) -> list[dict[str, Any]]:
+        return [entry for _, entry in _function_entries(body)]
+
+    def _prompt(self, body: OpenAIResponsesRequest, earlier=None) -> PromptRequest:
+        return to_prompt_request(body, config=self.services.config,
+                                 backends=self.services.runner.names(), session_id=None,
+                                 earlier=earlier)
+
+    async def _fresh_prompt(self, body: OpenAIResponsesRequest) -> PromptRequest:
+        """The prompt of a fresh run: the input after the conversation `previous_response_id`
+        names (replayed: a parked run keeps no session)."""
+        if not body.previous_response_id:
+            return self._prompt(body)
+        try:
+            continued = await self.continued(body, replay=True)
+        except InvalidRequest as exc:
+            if exc.field != "previous_response_id":
+                raise
+            raise InvalidRequest(
+                exc.message + " A response that ended in function calls, or answered "
+                "their results, is not kept (its run keeps no session): send the whole "
+                "input instead.", field="previous_response_id") from None
+        prompt = self._prompt(body, continued.earlier)
+        if continued.workdir and prompt.workdir is None:
+            prompt = msgspec.structs.replace(prompt, workdir=continued.workdir)
+        return prompt
+
+    def check(self, body: OpenAIResponsesRequest) -> tuple[list[ClientTool], ToolChoice,
+                                                            list[ToolOutcome]]:
+        """Refuse bad tools before anything runs (streams too: their errors would otherwise
+        come after the 200)."""
+        if body.clinvk and body.clinvk.session_id:
+            raise InvalidRequest(
+                "clinvk.session_id cannot be combined with client tools: send the whole "
+                "input, or previous_response_id", field="clinvk.session_id")
+        tools = client_tools(body)
+        choice = tool_choice(body, [t.name for t in tools])
+        return tools, choice, tool_results(body, self.runs)
+
+    async def _step(self, body: OpenAIResponsesRequest, tools: list[ClientTool],
+                    choice: ToolChoice, results: list[ToolOutcome],
+                    fresh: PromptRequest | None, on_event: EventSink,
+                    on_replay: Callable[[], None]) -> tuple[ToolStep, PromptRequest]:
+        base = fresh or self._prompt(body)
+        if results and only_results_follow(body):
+            step = await self.runs.resume(results, field="input", on_event=on_event)
+            if step is not None:
+                return step, base
+        if results:
+            on_replay()
+        prompt = fresh or await self._fresh_prompt(body)
+        builtin = body.clinvk.builtin_tools if body.clinvk else None
+        step = await self.runs.start(prompt, tools, choice=choice, builtin_tools=builtin,
+                                     on_event=on_event)
+        return step, prompt
+
+    def _resumes(self, body: OpenAIResponsesRequest, results: list[ToolOutcome]) -> bool:
+        return bool(results) and only_results_follow(body) and any(
+            self.runs.knows(r.call_id) for r in results)
+
+    async def answer(self, request: Request, body: OpenAIResponsesRequest) -> Response:
+        """Answer with text, or with the CLI's function calls."""
+        tools, choice, results = self.check(body)
+        # A fresh run's prompt is built (and refused) up front; a resumed run needs none.
+        fresh = None if self._resumes(body, results) else await self._fresh_prompt(body)
+        if body.stream:
+            return self._stream(body, tools, choice, results, fresh)  # type: ignore[return-value]
+        texts, pieces = TextStream(), []
+        headers: dict[str, str] = {}
+
+        async def collect(event: ev.StreamEvent) -> None:
+            text = texts.text(event)
+            if text:
+                pieces.append(text)
+
+        def replayed() -> None:
+            headers[REPLAY_HEADER] = "1"
+
+        try:
+            step, prompt = await until_disconnect(request, lambda: self._step(
+                body, tools, choice, results, fresh, collect, replayed))
+        except ClientDisconnected:
+            return Response(status_code=499)
+        headers[BACKEND_HEADER] = prompt.backend
+        response_id, created_at = new_response_id(None), now()
+        text = "".join(pieces) if step.result is None else ""
+        response = self._response(body, prompt, step, response_id, created_at, text)
+        return json_response(response, headers=headers)
+
+    def _response(self, body: OpenAIResponsesRequest, prompt: PromptRequest, step: ToolStep,
+                  response_id: str, created_at: int, text: str) -> OpenAIResponse:
+        if step.result is not None:
+            response = self.final(body, prompt, step.result, response_id,
+                                  message_id(response_id), created_at)
+            if text:  # the streamed text, as the plain stream's final object has it
+                response.output[0].content = [ResponsesOutputText(text=text)]  # type: ignore[union-attr]
+        else:
+            output: list[ResponsesOutputItem] = []
+            if text:
+                output.append(output_message(message_id(response_id), text))
+            output += function_calls(response_id, step.calls)
+            response = response_object(body, response_id=response_id, created_at=created_at,
+                                       model=body.model, status="completed", output=output,
+                                       tokens=TokenUsage())
+        response.tools = self._echoed(body)
+        response.tool_choice = body.tool_choice or "auto"
+        response.store = False  # not kept: a parked run keeps no session
+        return response
+
+    def _stream(self, body: OpenAIResponsesRequest, tools: list[ClientTool], choice: ToolChoice,
+                results: list[ToolOutcome], fresh: PromptRequest | None) -> EventStreamResponse:
+        response_id, created_at = new_response_id(None), now()
+        msg_id = message_id(response_id)
+        seq = [0]
+        opened: list[str] = []  # the text streamed into the open message item
+
+        def frame(kind: str, **fields: Any) -> bytes:
+            event = ResponsesStreamEvent(type=kind, sequence_number=seq[0], **fields)
+            seq[0] += 1
+            return b"event: " + kind.encode() + b"\ndata: " + _encode(event) + b"\n\n"
+
+        def pending(status: Any = "in_progress", **fields: Any) -> OpenAIResponse:
+            response = response_object(body, response_id=response_id, created_at=created_at,
+                                       model=body.model, status=status, output=[], **fields)
+            response.tools = self._echoed(body)
+            response.tool_choice = body.tool_choice or "auto"
+            response.store = False
+            return response
+
+        def opening() -> bytes:
+            return (frame("response.created", response=pending())
+                    + frame("response.in_progress", response=pending()))
+
+        def open_message() -> bytes:
+            if opened:
+                return b""
+            opened.append("")
+            return (frame("response.output_item.added", output_index=0,
+                          item=output_message(msg_id, "", done=False))
+                    + frame("response.content_part.added", item_id=msg_id, output_index=0,
+                            content_index=0, part=ResponsesOutputText(text="")))
+
+        def close_message(item: ResponsesOutputItem) -> bytes:
+            text = "".join(opened)
+            return (frame("response.output_text.done", item_id=msg_id, output_index=0,
+                          content_index=0, text=text, logprobs=[])
+                    + frame("response.content_part.done", item_id=msg_id, output_index=0,
+                            content_index=0, part=ResponsesOutputText(text=text))
+                    + frame("response.output_item.done", output_index=0, item=item))
+
+        def call_frames(final: OpenAIResponse) -> bytes:
+            out = b""
+            for index, item in enumerate(final.output):
+                if not isinstance(item, ResponsesFunctionCall):
+                    continue
+                started = msgspec.structs.replace(item, arguments="", status="in_progress")
+                out += frame("response.output_item.added", output_index=index, item=started)
+                out += frame("response.function_call_arguments.delta", item_id=item.id,
+                             output_index=index, delta=item.arguments)
+                out += frame("response.function_call_arguments.done", item_id=item.id,
+                             output_index=index, arguments=item.arguments, name=item.name)
+                out += frame("response.output_item.done", output_index=index, item=item)
+            return out
+
+        async def produce(emit: Emit, response: EventStreamResponse) -> None:
+            texts = TextStream()
+
+            async def begin() -> None:
+                # The stream starts with the first text, heartbeat (once the CLI runs) or
+                # the end, so what is refused before the CLI starts is an HTTP error.
+                if not response.started:
+                    response.opening = opening
+                    await emit(b"")
+
+            async def on_event(event: ev.StreamEvent) -> None:
+                if isinstance(event, ev.Init):
+                    response.opening = opening  # heartbeats may open the stream now
+                text = texts.text(event)
+                if text:
+                    await begin()
+                    out = open_message()
+                    opened.append(text)
+                    await emit(out + frame("response.output_text.delta", item_id=msg_id,
+                                           output_index=0, content_index=0, delta=text,
+                                           logprobs=[]))
+
+            def replayed() -> None:
+                if not response.started:
+                    response.headers[REPLAY_HEADER] = "1"
+
+            try:
+                step, prompt = await self._step(body, tools, choice, results, fresh,
+                                                on_event, replayed)
+            except ClinvkError as exc:
+                if not response.started:
+                    raise
+                await emit(frame("response.failed", response=pending(
+                    "failed", error=ResponsesError(code=exc.code, message=exc.message))))
+                return
+            except Exception:
+                if not response.started:
+                    raise
+                detail = internal_envelope().error
+                await emit(frame("response.failed", response=pending(
+                    "failed", error=ResponsesError(code=detail.code or "internal_error",
+                                                   message=detail.message))))
+                raise
+            if not response.started:
+                response.headers[BACKEND_HEADER] = prompt.backend
+            await begin()
+            streamed = "".join(opened)
+            final = self._response(body, prompt, step, response_id, created_at, streamed)
+            out = b""
+            if step.result is not None:
+                out += open_message()
+                opened[:] = [streamed or step.result.output]
+                out += close_message(final.output[0])
+            elif opened:
+                out += close_message(final.output[0])
+            out += call_frames(final)
+            kind = ("response.incomplete" if final.status == "incomplete"
+                    else "response.completed")
+            await emit(out + frame(kind, response=final))
+
+        def early_error(exc: BaseException) -> Response:
+            if isinstance(exc, ClinvkError):
+                return error_response(exc)
+            raise exc
+
+        backend = fresh.backend if fresh is not None else None
+        return EventStreamResponse(
+            produce,
+            media_type="text/event-stream",
+            heartbeat=b": ping\n\n",
+            heartbeat_secs=self.services.config.server.heartbeat_secs,
+            on_early_error=early_error,
+            headers={BACKEND_HEADER: backend} if backend else {},
+        )
+

@@ -1,0 +1,219 @@
+"""Client tools on the Responses API on fakes: `function_call` output items (streamed in
+OpenAI's event sequence and not), resuming by `call_id` with the whole input or with
+previous_response_id, the replay, tool_choice, and the 400s; other tool types unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from clinvk.adapters.http.app import create_app
+from clinvk.domain.config import Config, ServerConfig
+from clinvk.entrypoints.bootstrap import bootstrap
+from tests.fakes import (
+    FakeClock,
+    FakeIds,
+    FakeSessionStore,
+    FakeToolBridge,
+    FakeToolCallingRunner,
+)
+
+RESPONSES = "/openai/v1/responses"
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+           "strict": False}
+TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object"}}
+ASK = [{"role": "user", "content": "weather?"}]
+
+
+@pytest.fixture
+def bridge() -> FakeToolBridge:
+    return FakeToolBridge()
+
+
+@pytest.fixture
+def runner(bridge) -> FakeToolCallingRunner:
+    return FakeToolCallingRunner(bridge, [[("get_weather", {"city": "Paris"})]])
+
+
+@pytest.fixture
+def client(tmp_path, runner, bridge):
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=5))
+    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
+                         ids=FakeIds(), tools=bridge)
+    with TestClient(create_app(services)) as c:
+        yield c
+
+
+def _events(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def _outputs(calls: list[dict], *texts: str) -> list[dict]:
+    return [{"type": "function_call_output", "call_id": c["call_id"], "output": t}
+            for c, t in zip(calls, texts, strict=True)]
+
+
+def test_the_answer_is_a_function_call_and_its_output_resumes(client, runner):
+    """A completed response whose output is a function_call item (call_id, name, JSON
+    arguments); the whole input plus the function_call_output resumes the same run."""
+    first = client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": [WEATHER]})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["status"] == "completed"
+    [call] = body["output"]
+    assert (call["type"], call["name"], call["status"]) == ("function_call", "get_weather",
+                                                             "completed")
+    assert call["call_id"].startswith("call_") and call["id"].startswith("fc_")
+    assert json.loads(call["arguments"]) == {"city": "Paris"}
+    assert body["tools"] == [WEATHER] and body["store"] is False
+    assert len(runner.runs) == 1 and runner.runs[0].tools.names == ("get_weather",)
+    second = client.post(RESPONSES, json={"model": "claude", "tools": [WEATHER], "input": [
+        *ASK, call, *_outputs([call], "sunny")]})
+    assert second.status_code == 200, second.text
+    assert "x-clinvk-tool-replay" not in second.headers
+    [message] = second.json()["output"]
+    assert message["type"] == "message"
+    assert message["content"][0]["text"] == "results: sunny"
+    assert len(runner.runs) == 1  # the same run went on
+
+
+def test_previous_response_id_with_only_the_outputs_resumes(client, runner):
+    """previous_response_id and only the function_call_output items resume the parked run
+    (the calls are not in the input; the run knows them)."""
+    first = client.post(RESPONSES, json={"model": "claude", "input": ASK,
+                                         "tools": [WEATHER]}).json()
+    second = client.post(RESPONSES, json={
+        "model": "claude", "tools": [WEATHER], "previous_response_id": first["id"],
+        "input": _outputs(first["output"], "rain")})
+    assert second.status_code == 200, second.text
+    assert second.json()["output"][0]["content"][0]["text"] == "results: rain"
+    assert len(runner.runs) == 1
+
+
+def test_stream_has_openais_function_call_events(client):
+    """Streamed: created, in_progress, output_item.added (function_call, empty arguments),
+    function_call_arguments.delta and .done, output_item.done, completed; sequence
+    numbers 0, 1, 2, ...; the resumed stream is the text events then completed."""
+    first = client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": [WEATHER],
+                                         "stream": True})
+    events = _events(first.text)
+    assert [e["type"] for e in events] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done", "response.completed"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    added, delta, done, item_done, completed = events[2:]
+    assert added["item"]["type"] == "function_call" and added["item"]["arguments"] == ""
+    assert added["item"]["status"] == "in_progress"
+    assert json.loads(delta["delta"]) == {"city": "Paris"}
+    assert (done["arguments"], done["name"]) == (delta["delta"], "get_weather")
+    assert delta["item_id"] == done["item_id"] == added["item"]["id"]
+    call = item_done["item"]
+    assert completed["response"]["output"] == [call]
+    assert completed["response"]["status"] == "completed"
+    second = client.post(RESPONSES, json={"model": "claude", "tools": [WEATHER], "stream": True,
+                                          "input": [*ASK, call, *_outputs([call], "fog")]})
+    events = _events(second.text)
+    assert [e["type"] for e in events] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.content_part.added", "response.output_text.delta",
+        "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "response.completed"]
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "results: fog"
+
+
+def test_parallel_calls_come_together_and_need_every_output(client, runner):
+    """Two calls made at once are two function_call items of one response; one output
+    alone is a 400 naming input; both resume the run."""
+    runner.script = [[("get_weather", {"city": "Paris"}), ("get_time", {})]]
+    first = client.post(RESPONSES, json={"model": "claude", "input": ASK,
+                                         "tools": [WEATHER, TIME]}).json()
+    calls = first["output"]
+    assert sorted(c["name"] for c in calls) == ["get_time", "get_weather"]
+    partial = client.post(RESPONSES, json={"model": "claude", "tools": [WEATHER, TIME],
+                                           "input": [*ASK, *calls, *_outputs(calls[:1], "x")]})
+    assert partial.status_code == 400 and partial.json()["error"]["param"] == "input"
+    done = client.post(RESPONSES, json={
+        "model": "claude", "tools": [WEATHER, TIME],
+        "input": [*ASK, *calls, *_outputs(calls, *[c["name"] for c in calls])]}).json()
+    assert done["output"][0]["content"][0]["text"] == "results: get_weather, get_time"
+
+
+def test_an_output_whose_run_is_gone_is_replayed(client, runner):
+    """An output for a call of the input that no parked run waits for starts a fresh run
+    whose prompt carries the whole input, call and output included, and says so."""
+    runner.script = []
+    call = {"type": "function_call", "call_id": "call_from_before", "name": "get_weather",
+            "arguments": '{"city":"Oslo"}'}
+    r = client.post(RESPONSES, json={"model": "claude", "tools": [WEATHER], "input": [
+        *ASK, call, {"type": "function_call_output", "call_id": "call_from_before",
+                     "output": "snow"}]})
+    assert r.status_code == 200 and r.headers["x-clinvk-tool-replay"] == "1"
+    prompt = runner.runs[-1].prompt
+    assert "call_from_before" in prompt and "snow" in prompt and "weather?" in prompt
+
+
+def test_a_new_message_after_the_outputs_gets_a_fresh_run(client, runner):
+    """A parked run can only be given results: a user message after them is a fresh run
+    of the whole input."""
+    first = client.post(RESPONSES, json={"model": "claude", "input": ASK,
+                                         "tools": [WEATHER]}).json()
+    runner.script = []
+    r = client.post(RESPONSES, json={"model": "claude", "tools": [WEATHER], "input": [
+        *ASK, *first["output"], *_outputs(first["output"], "sunny"),
+        {"role": "user", "content": "and tomorrow?"}]})
+    assert r.status_code == 200
+    assert len(runner.runs) == 2 and "and tomorrow?" in runner.runs[-1].prompt
+
+
+def test_tool_choice_none_runs_without_tools_and_required_is_asked(client, runner):
+    """tool_choice none offers no tools (a plain run); required asks in the system prompt;
+    a named function becomes an instruction naming it."""
+    r = client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": [WEATHER],
+                                     "tool_choice": "none"})
+    assert r.status_code == 200 and runner.runs[-1].tools is None
+    client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": [WEATHER],
+                                 "tool_choice": {"type": "function", "name": "get_weather"}})
+    assert "'get_weather'" in runner.runs[-1].system_prompt
+
+
+def test_hosted_and_free_form_tools_are_not_offered(client, runner):
+    """Only function tools reach the bridge: web_search, custom and namespace tools are
+    left out (a request with none of function type is a plain run, as before)."""
+    others = [{"type": "web_search"}, {"type": "custom", "name": "apply_patch"},
+              {"type": "namespace", "name": "ns", "tools": []}]
+    r = client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": others})
+    assert r.status_code == 200 and runner.runs[-1].tools is None
+    assert r.json()["tools"] == []
+    client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": [*others, WEATHER]})
+    assert runner.runs[-1].tools.names == ("get_weather",)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tools": [WEATHER, WEATHER]}, "tools[1].name"),
+        ({"tools": [{**WEATHER, "name": "bad name"}]}, "tools[0].name"),
+        ({"tools": [{**WEATHER, "parameters": {"type": "object", "properties": 3}}]},
+         "tools[0].parameters"),
+        ({"tools": [{**WEATHER, "strict": "yes"}]}, "tools[0].strict"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}},
+         "tool_choice"),
+        ({"tools": [WEATHER], "input": [*ASK, {"type": "function_call_output",
+                                               "call_id": "call_x", "output": "r"}]},
+         "input[1].call_id"),
+        ({"tools": [WEATHER], "clinvk": {"session_id": "s"}}, "clinvk.session_id"),
+        ({"tools": [WEATHER], "previous_response_id": "resp_unknown"}, "previous_response_id"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_tools_are_400s_naming_the_param(client, runner, body, param, stream):
+    """Bad tools, an unknown tool_choice, an output for no call and a previous response
+    clinvk does not keep are OpenAI 400s naming the field, streamed or not; nothing runs."""
+    r = client.post(RESPONSES, json={"model": "claude", "input": ASK, "stream": stream, **body})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    assert runner.runs == []
