@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from clinvk.adapters.background import LoopBackground
 from clinvk.adapters.http.app import create_app
 from clinvk.adapters.logging import configure_logging, get_logger
 from clinvk.adapters.metrics import Metrics
@@ -94,6 +95,8 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
         metrics.track_processes(lambda: _live_processes(services))
     runner = services.runner
     report = backend_reporter(get_logger("clinvk.backends"))
+    # The pool's and hot sessions' timer: one task for the server's lifespan.
+    tending = LoopBackground()
 
     async def startup() -> None:
         # Before anything starts a CLI: what a crashed predecessor left running ends now.
@@ -109,6 +112,9 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
         start_pool = getattr(runner, "start_pool", None)
         if start_pool is not None:
             await start_pool(_prototypes(services))
+        tend_pool = getattr(runner, "tend_pool", None)
+        if tend_pool is not None:
+            tending.start(tend_pool)
 
     async def shutdown() -> None:
         if services.tool_runs is not None:
@@ -116,6 +122,7 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
         stop_probes = getattr(runner, "stop_probes", None)
         if stop_probes is not None:
             stop_probes()
+        await tending.cancel_all()  # before the pool closes: nothing starts after it
         close_pool = getattr(runner, "close_pool", None)
         if close_pool is not None:
             await close_pool()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import anyio
 
-from clinvk.adapters.backends.pool_policy import hot_evictions
+from clinvk.adapters.backends.pool_policy import hot_evictions, hot_next_due
 from clinvk.adapters.backends.process import (
     STDERR_TAIL_BYTES,
     CliProcess,
@@ -220,6 +220,10 @@ class HotSessions:
             self._used, self._clock(), max_hot=self._max, idle_secs=self._idle
         ):
             await self.end(session_id)
+
+    def next_due(self) -> float:
+        """When the next waiting process runs out of idle time (inf with none waiting)."""
+        return hot_next_due(self._used, idle_secs=self._idle)
 
     async def end(self, session_id: str) -> None:
         """End the session's waiting process, if any (the session was deleted)."""

@@ -12,6 +12,7 @@ shrinks it back.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
@@ -207,6 +208,38 @@ class WarmPool:
             if slot.live >= slot.policy.target or self._slots.get(key) is not slot:
                 return
             await anyio.sleep(slot.policy.limits.pace_secs or 0.01)
+
+    async def tend(
+        self, *, quiet: bool, capacity: Callable[[str], int | None] = lambda backend: None
+    ) -> float:
+        """Look after every signature off the request path (the pool's timer, see
+        `pool_tender`): end processes past their time or beyond a target that shrank and,
+        while no run is live (`quiet`), start at most one process toward a target (paced,
+        within `capacity(backend)`, beyond the floor only on idle CPU). Returns the time at
+        which something is next due (inf: nothing until a run changes something)."""
+        if self._closed:
+            return math.inf
+        due = math.inf
+        with anyio.CancelScope(shield=True):
+            now = self._clock()
+            for slot in list(self._slots.values()):
+                await self._drop_unusable(slot, now)
+            # Fullest last: the signature furthest below its target gets the next start.
+            order = sorted(self._slots.values(), key=lambda s: s.live - s.policy.target)
+            for slot in order:
+                policy = slot.policy
+                due = min(due, policy.next_shrink())
+                due = min([due, *(w.born + policy.limits.idle_secs for w in slot.ready)])
+                if not quiet or slot.live >= policy.target:
+                    continue
+                # Below target: look again once pacing allows (or the CPU may be idle).
+                due = min(due, max(policy.next_start(), now + max(policy.limits.pace_secs, 0.1)))
+                idle = self._idle()
+                if policy.starts(now, ready=slot.live, capacity=capacity(slot.backend),
+                                 idle_cores=idle):
+                    await self._start(slot)
+                    quiet = False  # one start per look: CLIs starting together slow each other
+        return due
 
     async def _start(self, slot: _Slot) -> bool:
         slot.starting += 1

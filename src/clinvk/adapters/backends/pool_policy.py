@@ -82,6 +82,16 @@ class PoolPolicy:
         self._last_start = now
         return 1
 
+    def next_shrink(self) -> float:
+        """When the target next gives back a process on its own (inf at the floor)."""
+        if self.target <= self.limits.floor:
+            return math.inf
+        return max(self._last_miss, self._last_change) + self.limits.shrink_secs
+
+    def next_start(self) -> float:
+        """The earliest time pacing allows the next start."""
+        return self._last_start + self.limits.pace_secs
+
     def surplus(self, now: float, *, ready: int) -> int:
         """How many ready processes to end because the target shrank."""
         self._decay(now)
@@ -95,6 +105,11 @@ class PoolPolicy:
         cold one would (started at `now`).
         """
         return alive and born <= now and now - born <= self.limits.idle_secs
+
+
+def hot_next_due(last_used: Mapping[str, float], *, idle_secs: float) -> float:
+    """When the next hot session runs out of idle time (inf with none waiting)."""
+    return min(last_used.values(), default=math.inf) + idle_secs
 
 
 def hot_evictions(

@@ -21,6 +21,7 @@ from clinvk.adapters.backends.faults import explain_failure, start_failure
 from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.hot import HotProcess, HotSessions
 from clinvk.adapters.backends.pool import CpuIdle, WarmPool, beside, pool_key
+from clinvk.adapters.backends.pool_tender import PoolTender
 from clinvk.adapters.backends.process import ProcessGroups, ProcessOutcome, drive, spawn
 from clinvk.adapters.backends.registry import RunRegistry
 from clinvk.adapters.backends.run_files import needs_files, placeholders, run_files
@@ -72,6 +73,7 @@ class SubprocessBackendRunner:
         self.hot = HotSessions(
             max_hot=server.hot_sessions_max, idle_secs=server.hot_session_idle_secs
         )
+        self.tender = PoolTender(self.pool, self.hot, capacity=self._capacity)
         self._discovery = discovery if discovery is not None else CliDiscovery()
         self._found: dict[str, CliLocation] = {}
         #: `--version` answers by executable path, filled in by `probe_versions`.
@@ -196,6 +198,11 @@ class SubprocessBackendRunner:
                     ceiling=cfg.warm_pool_max,
                 )
 
+    async def tend_pool(self) -> None:
+        """Look after the pool and hot sessions between requests until cancelled (run as
+        one task for the server's lifespan, cancelled before `close_pool`)."""
+        await self.tender.tend()
+
     async def close_pool(self) -> None:
         """Terminate the pooled processes and the hot sessions' processes."""
         await self.hot.aclose()
@@ -259,6 +266,10 @@ class SubprocessBackendRunner:
         return tuple(inv.argv) + (("<prompt on stdin>",) if on_stdin else ())
 
     async def run(self, spec: RunSpec, on_event: EventSink | None = None) -> RunResult:
+        with self.tender.running():  # the pool's timer starts no spare while runs are live
+            return await self._run(spec, on_event)
+
+    async def _run(self, spec: RunSpec, on_event: EventSink | None) -> RunResult:
         backend = self._backend(spec.backend)
         cfg = self._config.backend(spec.backend)
         found = self.locate(spec.backend)
