@@ -92,6 +92,9 @@ async def main() -> dict[str, Any]:
     results: dict[str, Any] = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "turns": TURNS, "clients": CLIENTS, "turns_per_client": TURNS_PER_CLIENT,
+        # The machine's load when the run began and ended (1, 5, 15 minutes): the times
+        # are only comparable between runs at similar load.
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
     with tempfile.TemporaryDirectory() as folder:
         results["file"] = await _measure(FileSessionStore(folder))
@@ -101,6 +104,7 @@ async def main() -> dict[str, Any]:
             results["postgresql"] = await _measure(store)
         finally:
             await store.aclose()
+    results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
 
 

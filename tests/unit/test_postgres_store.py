@@ -6,6 +6,7 @@ The behaviour every store shares is in test_session_store_contract.py.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -15,11 +16,13 @@ import psycopg
 import pytest
 
 from clinvk.adapters.sessions.postgres_store import (
+    HOLD_LOCK_CLASS,
     MIGRATIONS,
     PostgresSessionStore,
     is_postgres_url,
     migrate,
 )
+from clinvk.domain.cli_state import CliFile, CliState
 from clinvk.domain.errors import SessionBusy, SessionNotFound, SessionStoreUnavailable
 from clinvk.domain.models import PromptRequest, Session, SessionQuery
 from clinvk.entrypoints.bootstrap import bootstrap
@@ -163,6 +166,137 @@ async def test_a_session_running_on_one_replica_is_busy_on_the_other(
         await there.aclose()
 
 
+async def hold_pids(url: str) -> list[int]:
+    """Backend pids holding a session advisory lock in the database of `url`."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+            "AND granted ORDER BY pid",
+            (HOLD_LOCK_CLASS,),
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+
+@pytest.mark.anyio
+async def test_holds_reuse_a_pooled_connection_and_leave_no_lock(
+    postgres_server: PostgresServer,
+) -> None:
+    """Consecutive holds take their lock on the same pooled connection (no connect per
+    run), and once released no advisory lock is left on it."""
+    url = postgres_server.new_schema()
+    store = PostgresSessionStore(url)
+    try:
+        await store.create(make("s1"))
+        await store.create(make("s2"))
+        async with store.hold("s1"):
+            first = await hold_pids(url)
+        assert await hold_pids(url) == []
+        async with store.hold("s2"):
+            assert await hold_pids(url) == first
+        with pytest.raises(RuntimeError):
+            async with store.hold("s1"):
+                raise RuntimeError("the run failed")
+        assert await hold_pids(url) == []
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_run_leaves_its_session_free(postgres_server: PostgresServer) -> None:
+    """A run cancelled inside its hold (client gone) releases the session: another replica
+    can hold it at once, and no lock is left behind on any connection."""
+    url = postgres_server.new_schema()
+    here, there = PostgresSessionStore(url), PostgresSessionStore(url)
+    try:
+        await here.create(make("s1"))
+        held = anyio.Event()
+
+        async def run() -> None:
+            async with here.hold("s1"):
+                await here.update("s1", lambda s: s)
+                held.set()
+                await anyio.sleep_forever()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await held.wait()
+            with pytest.raises(SessionBusy):
+                async with there.hold("s1"):
+                    pass
+            tg.cancel_scope.cancel()
+        assert await hold_pids(url) == []
+        async with there.hold("s1"):
+            pass
+    finally:
+        await here.aclose()
+        await there.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_hold_whose_connection_is_lost_writes_nothing_more(
+    postgres_server: PostgresServer,
+) -> None:
+    """When a run's held connection dies (its lock gone with it), the run's next store call
+    fails with SessionStoreUnavailable instead of writing beside whoever holds the session
+    now; the dead connection serves no later hold."""
+    url = postgres_server.new_schema()
+    here, there = PostgresSessionStore(url), PostgresSessionStore(url)
+    try:
+        await here.create(make("s1"))
+        async with here.hold("s1"):
+            [pid] = await hold_pids(url)
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            while await hold_pids(url):  # the server frees the lock as the backend exits
+                await anyio.sleep(0.05)
+            async with there.hold("s1"):  # the session is free for another replica now
+                await there.update("s1", bump)
+            with pytest.raises(SessionStoreUnavailable):
+                await here.update("s1", bump)
+            with pytest.raises(SessionStoreUnavailable):
+                await here.save_cli_state(cli_state_of("t-1"))
+        assert (await here.get("s1")).turn_count == 1
+        async with here.hold("s1"):
+            assert (await hold_pids(url)) not in ([], [pid])
+            assert (await here.update("s1", bump)).turn_count == 2
+    finally:
+        await here.aclose()
+        await there.aclose()
+
+
+@pytest.mark.anyio
+async def test_runs_beyond_the_hold_pool_still_exclude(postgres_server: PostgresServer) -> None:
+    """With more runs at once than the hold pool keeps, the extra ones hold on connections
+    of their own: every session is held once, a second holder is still refused."""
+    url = postgres_server.new_schema()
+    store, other = PostgresSessionStore(url, hold_pool_size=1), PostgresSessionStore(url)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for name in ("s1", "s2", "s3"):
+                await store.create(make(name))
+                await stack.enter_async_context(store.hold(name))
+                await store.update(name, bump)
+            assert len(await hold_pids(url)) == 3
+            for name in ("s1", "s2", "s3"):
+                with pytest.raises(SessionBusy):
+                    async with other.hold(name):
+                        pass
+        assert await hold_pids(url) == []
+        assert [(await other.get(n)).turn_count for n in ("s1", "s2", "s3")] == [1, 1, 1]
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+def bump(session: Session) -> Session:
+    return msgspec.structs.replace(session, turn_count=session.turn_count + 1)
+
+
+def cli_state_of(cli_id: str) -> CliState:
+    return CliState(backend="claude", cli_session_id=cli_id,
+                    files=[CliFile(path=f"projects/-work/{cli_id}.jsonl", data=b"turn")])
+
+
 @pytest.fixture
 def own_server() -> Iterator[PostgresServer]:
     """A PostgreSQL of this test's own, which it may stop and start."""
@@ -178,6 +312,8 @@ async def test_an_outage_is_unavailable_then_recovers(own_server: PostgresServer
     store = PostgresSessionStore(url, wait_secs=1)
     try:
         await store.create(make("kept"))
+        async with store.hold("kept"):  # leaves an idle held connection, dead after the stop
+            pass
         own_server.stop()
         operations = [
             lambda: store.get("kept"),
@@ -188,6 +324,7 @@ async def test_an_outage_is_unavailable_then_recovers(own_server: PostgresServer
             lambda: store.ids_with_prefix("k", 2),
             lambda: store.count(),
             lambda: store.purge(datetime.now(UTC)),
+            lambda: store.hold("kept").__aenter__(),
         ]
         for operation in operations:
             with pytest.raises(SessionStoreUnavailable) as caught:
@@ -204,6 +341,8 @@ async def test_an_outage_is_unavailable_then_recovers(own_server: PostgresServer
         assert await store.count() == 1
         with pytest.raises(SessionNotFound):
             await store.get("new")
+        async with store.hold("kept"):
+            assert (await store.update("kept", bump)).turn_count == 1
     finally:
         await store.aclose()
 

@@ -15,9 +15,14 @@ database, purge deletes by `last_used`, prefix lookup uses the primary key's ind
 
 Exclusion: `update` reads the row `FOR UPDATE` inside its transaction, so read-modify-write
 is atomic across replicas exactly as the file store's flock makes it across processes. A run
-`hold`s its session with a session-level advisory lock on a connection of its own (outside
-the pool, which a long run must not drain); the lock goes with that connection, so a replica
-that dies mid-run frees its sessions.
+`hold`s its session with a session-level advisory lock on a connection of a second pool (a
+long run must not drain the pool the short statements use); the lock goes with that
+connection, so a replica that dies mid-run frees its sessions. While the hold lasts, the
+run's own store calls go through that same connection: no pool check-out per call, and a
+connection lost mid-run (so the lock lost with it) fails them with SessionStoreUnavailable
+rather than letting the run write beside another replica's. A held connection goes back to
+its pool only after the unlock was confirmed; one whose lock state is unknown (broken,
+cancelled, left in a transaction) is closed, so a lock never travels to another run.
 Migrations run under a transaction-level advisory lock, so replicas starting together apply
 each one once.
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import contextvars
 import hashlib
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -38,8 +44,10 @@ from datetime import UTC, datetime
 import anyio
 import msgspec
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from clinvk.adapters.logging import get_logger
 from clinvk.adapters.sessions.file_store import valid_id
 from clinvk.domain.cli_state import CliFile, CliState
 from clinvk.domain.errors import SessionBusy, SessionNotFound, SessionStoreUnavailable
@@ -94,6 +102,14 @@ RECONNECT_SECS = 20.0
 #: Versions of a CLI session's files kept (the newest is the one restored).
 CLI_STATE_VERSIONS = 3
 
+#: Held connections kept for reuse; runs beyond this many at once hold on a connection
+#: opened for the run (correct, only slower), so the pool never makes a run wait.
+HOLD_POOL_SIZE = 16
+
+_log = get_logger("clinvk.sessions")
+
+_PIPELINE = psycopg.Pipeline.is_supported()
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Session)
 _files_encoder = msgspec.msgpack.Encoder()
@@ -105,6 +121,21 @@ _LIST = """
       AND (%(status)s::text IS NULL OR status = %(status)s)
     ORDER BY last_used DESC NULLS LAST, id DESC
     LIMIT %(limit)s OFFSET %(offset)s
+"""
+# One statement: the next version, and the versions it pushes out (the DELETE sees the
+# rows as they were before the INSERT, so it never removes the new one).
+_SAVE_CLI_STATE = """
+    WITH saved AS (
+        INSERT INTO clinvk_cli_state (backend, cli_session_id, version, files)
+        SELECT %(backend)s, %(id)s, coalesce(max(version), 0) + 1, %(files)s
+        FROM clinvk_cli_state WHERE backend = %(backend)s AND cli_session_id = %(id)s
+        RETURNING version
+    ), dropped AS (
+        DELETE FROM clinvk_cli_state
+        WHERE backend = %(backend)s AND cli_session_id = %(id)s
+          AND version <= (SELECT version FROM saved) - %(keep)s
+    )
+    SELECT version FROM saved
 """
 _COUNT = """
     SELECT count(*) FROM clinvk_sessions
@@ -124,7 +155,12 @@ class PostgresSessionStore:
     kind = "postgresql"
 
     def __init__(
-        self, conninfo: str, *, max_size: int = 8, wait_secs: float = 5.0
+        self,
+        conninfo: str,
+        *,
+        max_size: int = 8,
+        wait_secs: float = 5.0,
+        hold_pool_size: int = HOLD_POOL_SIZE,
     ) -> None:
         """`wait_secs`: how long a request waits for a connection before it is told the store
         is unavailable (a down server is found out in this time at most). Once the database
@@ -132,6 +168,9 @@ class PostgresSessionStore:
         quick during an outage, until a connection works again."""
         self._conninfo = conninfo
         self._wait_secs = wait_secs
+        # Autocommit: a single statement needs no BEGIN/COMMIT round trips; the calls that
+        # need more than one statement open their transaction themselves.
+        self._connect_args = {"autocommit": True, "connect_timeout": max(1, int(wait_secs))}
         self._pool = AsyncConnectionPool(
             conninfo,
             min_size=1,
@@ -139,12 +178,30 @@ class PostgresSessionStore:
             open=False,
             timeout=wait_secs,
             check=AsyncConnectionPool.check_connection,
-            kwargs={"connect_timeout": max(1, int(wait_secs))},
+            kwargs=self._connect_args,
             # The pool retries a lost connection with a growing back-off; giving up after
             # this long (and starting afresh on the next request) bounds how late it notices
             # the database is back after a long outage.
             reconnect_timeout=RECONNECT_SECS,
             name="clinvk-sessions",
+        )
+        # The holds' connections: none until runs need them, reused after. No check on
+        # check-out: the lock statement itself finds a broken one (see _take).
+        self._hold_pool = AsyncConnectionPool(
+            conninfo,
+            min_size=0,
+            max_size=hold_pool_size,
+            open=False,
+            timeout=wait_secs,
+            kwargs=self._connect_args,
+            reconnect_timeout=RECONNECT_SECS,
+            name="clinvk-holds",
+        )
+        self._holds = 0
+        # The hold the current task is inside (this store's only: replicas in one process,
+        # as in the tests, must not use each other's).
+        self._held: contextvars.ContextVar[_Hold | None] = contextvars.ContextVar(
+            f"clinvk_hold_{id(self)}", default=None
         )
         self._down = False
         self._opened = False
@@ -155,6 +212,7 @@ class PostgresSessionStore:
         """Close the pool's connections (at shutdown)."""
         if self._opened:
             await self._pool.close()
+            await self._hold_pool.close()
             self._opened = False
 
     async def create(self, session: Session) -> None:
@@ -188,7 +246,12 @@ class PostgresSessionStore:
         """Apply `change` with the row locked (across replicas); return the new value."""
         if not valid_id(session_id):
             raise SessionNotFound(session_id)
-        async with self._connection("save the session") as conn:
+        async with (
+            self._connection("save the session") as conn,
+            _pipeline(conn),
+            conn.transaction(),
+        ):
+            # Pipelined: BEGIN goes with the SELECT, the UPDATE with the COMMIT.
             cursor = await conn.execute(
                 "SELECT record FROM clinvk_sessions WHERE id = %s FOR UPDATE", (session_id,)
             )
@@ -209,7 +272,7 @@ class PostgresSessionStore:
         """Remove a session or raise SessionNotFound."""
         if not valid_id(session_id):
             raise SessionNotFound(session_id)
-        async with self._connection("delete the session") as conn:
+        async with self._connection("delete the session") as conn, conn.transaction():
             cursor = await conn.execute(
                 "DELETE FROM clinvk_sessions WHERE id = %s RETURNING record", (session_id,)
             )
@@ -252,7 +315,7 @@ class PostgresSessionStore:
     async def purge(self, last_used_before: datetime) -> int:
         """Delete sessions last used before the given time (undated ones are kept)."""
         cutoff = _aware(last_used_before)
-        async with self._connection("delete expired sessions") as conn:
+        async with self._connection("delete expired sessions") as conn, conn.transaction():
             cursor = await conn.execute(
                 "DELETE FROM clinvk_sessions WHERE last_used < %s RETURNING record", (cutoff,)
             )
@@ -265,21 +328,12 @@ class PostgresSessionStore:
         if not _storable(state.cli_session_id):
             return 0  # nothing a CLI really names; kept nowhere, as a text column holds no NUL
         blob = zlib.compress(_files_encoder.encode(state.files))
-        key = (state.backend, state.cli_session_id)
+        params = {
+            "backend": state.backend, "id": state.cli_session_id, "files": blob,
+            "keep": CLI_STATE_VERSIONS,
+        }
         async with self._connection("save the CLI's session files") as conn:
-            cursor = await conn.execute(
-                "INSERT INTO clinvk_cli_state (backend, cli_session_id, version, files) "
-                "SELECT %s, %s, coalesce(max(version), 0) + 1, %s FROM clinvk_cli_state "
-                "WHERE backend = %s AND cli_session_id = %s RETURNING version",
-                (*key, blob, *key),
-            )
-            version = (await cursor.fetchone())[0]
-            await conn.execute(
-                "DELETE FROM clinvk_cli_state "
-                "WHERE backend = %s AND cli_session_id = %s AND version <= %s",
-                (*key, version - CLI_STATE_VERSIONS),
-            )
-            return version
+            return (await (await conn.execute(_SAVE_CLI_STATE, params)).fetchone())[0]
 
     async def load_cli_state(self, backend: str, cli_session_id: str) -> CliState | None:
         """The newest stored files of a CLI session, or None."""
@@ -312,34 +366,114 @@ class PostgresSessionStore:
         """Hold the session for one run across replicas (SessionBusy when another has it)."""
         if not valid_id(session_id):
             raise SessionNotFound(session_id)
+        held = await self._take(session_id)
+        token = self._held.set(held)
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=max(1, int(self._wait_secs))
-            )
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise SessionStoreUnavailable("hold the session", _cause(exc)) from exc
-        try:
-            try:
-                cursor = await conn.execute(
-                    "SELECT pg_try_advisory_lock(%s, %s)", (HOLD_LOCK_CLASS, _key(session_id))
-                )
-                row = await cursor.fetchone()
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                raise SessionStoreUnavailable("hold the session", _cause(exc)) from exc
-            if not (row and row[0]):
-                raise SessionBusy(session_id)
             yield
         finally:
+            with contextlib.suppress(ValueError):  # left from another context: nothing set
+                self._held.reset(token)
             with anyio.CancelScope(shield=True):
-                await conn.close()  # ends the lock with the connection
+                await self._release(held)
 
     # -- connections and schema ------------------------------------------------------------
 
+    async def _take(self, session_id: str) -> _Hold:
+        """A connection holding the session's advisory lock (SessionBusy if another has it)."""
+        key = (HOLD_LOCK_CLASS, _key(session_id))
+        wait = self._wait()
+        try:
+            await self._start(wait)
+            pooled = self._holds < self._hold_pool.max_size
+            # An idle pooled connection may have died since its last use (a database
+            # restart): the lock statement finds out, and the next one is tried. Bounded:
+            # the pool has no more than that many, then it connects afresh.
+            for attempt in range(self._hold_pool.max_size + 1):
+                conn = await self._hold_connection(pooled, wait)
+                try:
+                    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+                    row = await cursor.fetchone()
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    await self._discard(conn, pooled)
+                    if attempt == self._hold_pool.max_size:
+                        raise
+                    continue
+                except BaseException:
+                    # Cancelled with the statement in flight: whether it locked is unknown.
+                    with anyio.CancelScope(shield=True):
+                        await self._discard(conn, pooled)
+                    raise
+                break
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._down = True
+            raise SessionStoreUnavailable("hold the session", _cause(exc)) from exc
+        self._down = False
+        if not (row and row[0]):
+            await self._give_back(conn, pooled)
+            raise SessionBusy(session_id)
+        self._holds += 1
+        return _Hold(conn, key, pooled)
+
+    async def _hold_connection(self, pooled: bool, wait: float) -> psycopg.AsyncConnection:
+        if pooled:
+            return await self._hold_pool.getconn(timeout=wait)
+        return await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_args)
+
+    async def _release(self, held: _Hold) -> None:
+        """Unlock and give the connection back; close it when the unlock is not certain."""
+        conn = held.conn
+        if conn is None:
+            return
+        self._holds -= 1
+        released = False
+        with anyio.move_on_after(self._wait_secs):
+            async with held.lock:  # a call of the run still on it finishes first
+                held.conn = None
+                with contextlib.suppress(psycopg.Error):
+                    cursor = await conn.execute("SELECT pg_advisory_unlock(%s, %s)", held.key)
+                    row = await cursor.fetchone()
+                    released = bool(row and row[0]) and (
+                        conn.info.transaction_status == TransactionStatus.IDLE
+                    )
+        held.conn = None
+        if released:
+            await self._give_back(conn, held.pooled)
+            return
+        # Lost (the connection broke: the server freed the lock when it noticed) or unknown:
+        # this connection serves no other run.
+        _log.warning("session hold ended without a confirmed unlock; connection closed",
+                     broken=conn.broken)
+        await self._discard(conn, held.pooled)
+
+    async def _give_back(self, conn: psycopg.AsyncConnection, pooled: bool) -> None:
+        if pooled:
+            await self._hold_pool.putconn(conn)
+        else:
+            await conn.close()
+
+    async def _discard(self, conn: psycopg.AsyncConnection, pooled: bool) -> None:
+        await conn.close()
+        if pooled:
+            await self._hold_pool.putconn(conn)  # the pool drops a closed connection
+
+    def _wait(self) -> float:
+        return DOWN_WAIT_SECS if self._down else self._wait_secs
+
     @contextlib.asynccontextmanager
     async def _connection(self, action: str) -> AsyncIterator[psycopg.AsyncConnection]:
-        """A pooled connection in a transaction (committed on success); database faults
-        become SessionStoreUnavailable."""
-        wait = DOWN_WAIT_SECS if self._down else self._wait_secs
+        """A connection (autocommit) for one call: the run's held one inside a hold, else a
+        pooled one; database faults become SessionStoreUnavailable."""
+        held = self._held.get()
+        if held is not None and held.conn is not None:
+            async with held.lock:
+                if held.conn is not None:
+                    try:
+                        yield held.conn
+                    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                        self._down = True
+                        raise SessionStoreUnavailable(action, _cause(exc)) from exc
+                    return
+        wait = self._wait()
         try:
             await self._start(wait)
             async with self._pool.connection(timeout=wait) as conn:
@@ -356,11 +490,32 @@ class PostgresSessionStore:
             if not self._opened:
                 # Connections are made in the background; a down server is not an error yet.
                 await self._pool.open(wait=False)
+                await self._hold_pool.open(wait=False)
                 self._opened = True
             if not self._migrated:
                 async with self._pool.connection(timeout=wait) as conn:
                     await migrate(conn)
                 self._migrated = True
+
+
+class _Hold:
+    """One run's hold: the connection with the session's advisory lock, used by the run's
+    own store calls one at a time (`lock`); `conn` is None once released."""
+
+    __slots__ = ("conn", "key", "lock", "pooled")
+
+    def __init__(
+        self, conn: psycopg.AsyncConnection, key: tuple[int, int], pooled: bool
+    ) -> None:
+        self.conn: psycopg.AsyncConnection | None = conn
+        self.key = key
+        self.pooled = pooled
+        self.lock = anyio.Lock()
+
+
+def _pipeline(conn: psycopg.AsyncConnection) -> contextlib.AbstractAsyncContextManager:
+    """Pipeline mode where libpq has it (statements sent together, fewer round trips)."""
+    return conn.pipeline() if _PIPELINE else contextlib.nullcontext()
 
 
 async def migrate(conn: psycopg.AsyncConnection) -> int:
