@@ -8,7 +8,8 @@ import { pathToFileURL } from "node:url";
 const dir = process.env.CLINVK_NODE_SDK_DIR;
 const require = createRequire(path.join(dir, "package.json"));
 const load = (name) => import(pathToFileURL(require.resolve(name)).href);
-const { generateText, streamText } = await load("ai");
+const { generateText, streamText, stepCountIs, tool } = await load("ai");
+const { z } = await load("zod");
 const { createOpenAI } = await load("@ai-sdk/openai");
 const { createAnthropic } = await load("@ai-sdk/anthropic");
 
@@ -31,8 +32,40 @@ function describe(error) {
   };
 }
 
+// `call.tools`: {name: {description, parameters: {field: "string"}, result}} become tools
+// with a zod schema whose `execute` records its input and returns `result`.
+function tools(out) {
+  const made = {};
+  for (const [name, spec] of Object.entries(call.tools ?? {})) {
+    const shape = Object.fromEntries(Object.keys(spec.parameters).map((k) => [k, z.string()]));
+    made[name] = tool({
+      description: spec.description,
+      inputSchema: z.object(shape),
+      execute: async (input) => {
+        out.executed.push({ name, input });
+        return spec.result;
+      },
+    });
+  }
+  return made;
+}
+
+function steps(list) {
+  return list.map((step) => ({
+    text: step.text,
+    finishReason: step.finishReason,
+    usage: step.usage,
+    toolCalls: step.toolCalls.map((c) => ({ toolCallId: c.toolCallId, toolName: c.toolName, input: c.input })),
+    toolResults: step.toolResults.map((r) => ({ toolCallId: r.toolCallId, output: r.output })),
+  }));
+}
+
 async function once(args) {
   const out = {};
+  if (call.tools !== undefined) {
+    out.executed = [];
+    args = { ...args, tools: tools(out), stopWhen: stepCountIs(call.maxSteps ?? 5) };
+  }
   try {
     if (call.mode === "stream") {
       const result = streamText({ ...args, onError: ({ error }) => { out.error = describe(error); } });
@@ -40,6 +73,10 @@ async function once(args) {
       for await (const part of result.fullStream) {
         if (part.type === "text-delta") out.chunks.push(part.text);
         if (part.type === "error") out.error = describe(part.error);
+        // The order of the tool and step parts (a multi-step stream's shape).
+        if (["tool-call", "tool-result", "finish-step"].includes(part.type)) {
+          (out.parts ??= []).push(part.type);
+        }
       }
       out.text = out.chunks.join("");
       if (!out.error) {
@@ -47,6 +84,7 @@ async function once(args) {
         out.usage = await result.usage;
         out.response = await result.response;
         out.providerMetadata = await result.providerMetadata;
+        out.steps = steps(await result.steps);
       }
     } else {
       const result = await generateText(args);
@@ -55,6 +93,7 @@ async function once(args) {
       out.usage = result.usage;
       out.response = result.response;
       out.providerMetadata = result.providerMetadata;
+      out.steps = steps(result.steps);
     }
   } catch (error) {
     out.error = describe(error);

@@ -13,7 +13,13 @@ from typing import Any, Union
 
 import msgspec
 
-from clinvk.adapters.backends.base import Invocation, check_extra, prompt_via_stdin
+from clinvk.adapters.backends.base import (
+    Invocation,
+    build_env,
+    check_extra,
+    prompt_via_stdin,
+)
+from clinvk.adapters.backends.codex_catalog import DirectToolsCatalogs
 from clinvk.adapters.backends.limits import api_error
 from clinvk.adapters.backends.run_files import NO_FILES, RunFiles
 from clinvk.domain.config import BackendConfig
@@ -416,15 +422,18 @@ def _toml_string(value: str) -> str:
 _BUILTIN_FEATURES = ("shell_tool", "unified_exec", "view_image", "multi_agent", "goals")
 
 
-def bridge_flags(tools: BridgeSpec) -> list[str]:
+def bridge_flags(tools: BridgeSpec, catalog: str | None = None) -> list[str]:
     """codex's flags for the client-tools bridge: a streamable HTTP MCP server whose tools
     run without approval (`exec` never asks, so unapproved calls would fail), a tool
-    timeout above the wait for a result, and, unless kept, its own tools off."""
+    timeout above the wait for a result, the catalog offering tools directly (see
+    codex_catalog.py) and, unless kept, its own tools off."""
     prefix = f"mcp_servers.{tools.server}"
     timeout = int(tools.result_timeout_secs + 60)
     argv = ["-c", f"{prefix}.url={_toml_string(tools.url)}",
             "-c", f'{prefix}.default_tools_approval_mode="approve"',
             "-c", f"{prefix}.tool_timeout_sec={timeout}"]
+    if catalog is not None:
+        argv += ["-c", f"model_catalog_json={_toml_string(catalog)}"]
     if not tools.builtin_tools:
         for feature in _BUILTIN_FEATURES:
             argv += ["--disable", feature]
@@ -446,6 +455,9 @@ class CodexBackend:
         "--oss": False,
         "--local-provider": True,
     }
+
+    def __init__(self, catalogs: DirectToolsCatalogs | None = None) -> None:
+        self._catalogs = catalogs if catalogs is not None else DirectToolsCatalogs()
 
     def session_files(self, env: dict[str, str], session_id: str) -> tuple[str, tuple[str, ...]]:
         """Where codex keeps a thread: `<CODEX_HOME>/sessions/YYYY/MM/DD/rollout-<time>-<id>.jsonl`
@@ -475,7 +487,9 @@ class CodexBackend:
             # codex passes the level on as the Responses API's `reasoning.effort`.
             argv += ["-c", f"model_reasoning_effort={_toml_string(spec.effort)}"]
         if spec.tools is not None:
-            argv += bridge_flags(spec.tools)
+            env = build_env(self.env_prefixes, config, {})
+            catalog = self._catalogs.path(command, env, builtin_tools=spec.tools.builtin_tools)
+            argv += bridge_flags(spec.tools, catalog)
         flags = self._flags(spec, config)
         argv += flags
         if spec.max_retries is not None:

@@ -278,8 +278,12 @@ def _tool_fields(api: str, request: dict, name: str) -> dict | None:
     for a Responses namespace (codex's MCP tools: `mcp__<server>` holding `<tool>`, asked
     for as `mcp__<server>__<tool>`) {"name": tool, "namespace": ns}."""
     tools = request.get("tools")
-    if not isinstance(tools, list):
-        return None
+    tools = list(tools) if isinstance(tools, list) else []
+    if api == "openai" and isinstance(request.get("input"), list):
+        # A "lite" Responses request (codex's newest models) offers tools in an input
+        # item of type additional_tools instead.
+        tools += [t for item in request["input"] if isinstance(item, dict)
+                  and item.get("type") == "additional_tools" for t in item.get("tools") or []]
     if api == "gemini":
         tools = [f for t in tools if isinstance(t, dict)
                  for f in t.get("functionDeclarations") or []]

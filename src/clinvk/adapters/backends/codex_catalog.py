@@ -1,0 +1,82 @@
+"""codex's model catalog for runs with client tools.
+
+codex's newest models (its default among them) are listed in its built-in catalog with
+`tool_mode: "code_mode_only"` and `supports_search_tool: true`: their tools, the bridge's
+included, are not offered to the model as functions but only inside codex's `exec`
+JavaScript tool, and MCP tools are moreover *deferred* (named in the prompt, found through
+a tool search). A client that offers tools expects its model to call them as functions,
+so for such a run codex is given (`-c model_catalog_json=...`) its own catalog, as
+`codex debug models` renders it, with every model's tools offered directly; with its own
+tools off, also without `apply_patch` and the sub-agent tools the catalog adds per model.
+Everything else about the model (its instructions, reasoning levels, context window)
+stays as codex has it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+#: Per-model fields that keep tools away from the model as functions.
+_DIRECT = {"tool_mode": None, "supports_search_tool": False}
+#: Per-model fields that add codex's own tools (file edits, sub-agents).
+_OWN_TOOLS = {"apply_patch_tool_type": None, "multi_agent_version": None}
+
+
+def direct_tools(catalog: Any, *, builtin_tools: bool) -> dict[str, Any] | None:
+    """The catalog with every model's tools offered directly (and, unless kept, without
+    the tools it adds of codex's own); None when it is not a catalog."""
+    models = catalog.get("models") if isinstance(catalog, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        return None
+    fields = _DIRECT if builtin_tools else {**_DIRECT, **_OWN_TOOLS}
+    return {**catalog, "models": [{**m, **fields} for m in models]}
+
+
+class DirectToolsCatalogs:
+    """The rewritten catalog of each codex (command, home), dumped once and kept in a
+    private folder for the life of the process."""
+
+    def __init__(self, timeout_secs: float = 30) -> None:
+        self._timeout = timeout_secs
+        self._paths: dict[tuple, str | None] = {}
+        self._lock = threading.Lock()
+        self._folder: str | None = None
+
+    def path(self, command: str, env: Mapping[str, str], *, builtin_tools: bool) -> str | None:
+        """The file to name in `model_catalog_json`; None when this codex cannot render its
+        catalog (an older codex: it then runs with its own)."""
+        try:
+            stamp = os.stat(command).st_mtime_ns
+        except OSError:
+            return None
+        key = (command, stamp, env.get("CODEX_HOME"), env.get("HOME"), builtin_tools)
+        with self._lock:
+            if key not in self._paths:
+                self._paths[key] = self._write(command, env, builtin_tools)
+            return self._paths[key]
+
+    def _write(self, command: str, env: Mapping[str, str], builtin_tools: bool) -> str | None:
+        # Once per codex and home: a short blocking call, like the `--version` probe.
+        try:
+            done = subprocess.run(
+                [command, "debug", "models"], env=dict(env), stdin=subprocess.DEVNULL,
+                capture_output=True, timeout=self._timeout, check=False,
+            )
+            catalog = json.loads(done.stdout) if done.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            return None
+        rewritten = direct_tools(catalog, builtin_tools=builtin_tools)
+        if rewritten is None:
+            return None
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="clinvk-codex-catalog-")
+        fd, path = tempfile.mkstemp(suffix=".json", dir=self._folder)
+        with os.fdopen(fd, "w") as f:
+            json.dump(rewritten, f)
+        return path
