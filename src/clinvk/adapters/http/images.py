@@ -26,6 +26,9 @@ from clinvk.domain.images import (
 )
 from clinvk.domain.models import ImageInput
 
+#: A slot's token in the message text: the request's nonce and the slot's index (one
+#: pattern for every request: compiling one per request cost more than the rest of it).
+_TOKEN = re.compile(r"<clinvk-image-([0-9a-f]+)-(\d+)>")
 _SUPPORTED = "PNG, JPEG, GIF or WebP (image/png, image/jpeg, image/gif, image/webp)"
 
 
@@ -36,7 +39,6 @@ class ImageSlots:
         self._server = server
         self._nonce = secrets.token_hex(6)
         self._images: list[ImageInput] = []
-        self._token = re.compile(rf"<clinvk-image-{self._nonce}-(\d+)>")
 
     def __len__(self) -> int:
         return len(self._images)
@@ -107,11 +109,13 @@ class ImageSlots:
         numbers: dict[int, int] = {}
 
         def number(match: re.Match[str]) -> str:
-            index = int(match.group(1))
+            if match.group(1) != self._nonce:
+                return match.group(0)
+            index = int(match.group(2))
             if index not in numbers:
                 numbers[index] = len(used)
                 used.append(self._images[index])
             return placeholder(numbers[index])
 
-        return self._token.sub(number, prompt), used
+        return _TOKEN.sub(number, prompt), used
 
