@@ -11,9 +11,9 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
+from clinvk.adapters.http.native.schemas import NativePromptRequest
 from clinvk.adapters.http.openapi import _PARAM
 from clinvk.adapters.metrics import Metrics
-from clinvk.domain.models import PromptRequest
 
 
 @pytest.fixture
@@ -60,12 +60,15 @@ def test_every_route_of_every_dialect_is_described(full_app, document):
 def test_body_schemas_are_the_msgspec_types(document):
     """Component schemas are msgspec's own JSON Schema of the wire types, not hand-written."""
     (_,), expected = msgspec.json.schema_components(
-        [PromptRequest], ref_template="#/components/schemas/{name}"
+        [NativePromptRequest], ref_template="#/components/schemas/{name}"
     )
-    assert document["components"]["schemas"]["PromptRequest"] == expected["PromptRequest"]
+    schemas = document["components"]["schemas"]
+    assert schemas["NativePromptRequest"] == expected["NativePromptRequest"]
+    assert {"tools", "tool_choice", "builtin_tools", "tool_results"} <= set(
+        schemas["NativePromptRequest"]["properties"])
     prompt = document["paths"]["/api/v1/prompt"]["post"]
     assert prompt["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/PromptRequest"
+        "$ref": "#/components/schemas/NativePromptRequest"
     }
     chat = document["paths"]["/openai/v1/chat/completions"]["post"]
     assert chat["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(

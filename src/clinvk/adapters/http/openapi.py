@@ -29,7 +29,7 @@ from clinvk.adapters.http.native import orchestration_schemas as orchestration
 from clinvk.adapters.http.native import schemas as native
 from clinvk.adapters.http.openai import responses_schemas as responses
 from clinvk.adapters.http.openai import schemas as openai
-from clinvk.domain.models import PromptRequest, Session, SessionQuery
+from clinvk.domain.models import Session, SessionQuery
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -127,7 +127,7 @@ NATIVE = Dialect(
             method="POST", path="/prompt", summary="Run one prompt on one backend",
             description="`output_format: stream-json` (or `Accept: application/x-ndjson`) "
             "streams one unified event per line; `text` answers with the output only.",
-            request=PromptRequest, response=native.PromptResponse,
+            request=native.NativePromptRequest, response=native.PromptResponse,
             streams=(Stream(media_type=NDJSON, item=native.StreamLine,
                             description="One unified event per line"),
                      Stream(media_type="text/plain", item=str,

@@ -13,11 +13,13 @@ from starlette.routing import Route
 
 from clinvk.adapters.http.errors import decode_body, retry_headers, status_for
 from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
+from clinvk.adapters.http.native import tools
 from clinvk.adapters.http.native.orchestration import OrchestrationApi
 from clinvk.adapters.http.native.schemas import (
     BackendEntry,
     BackendsResponse,
     DeletedResponse,
+    NativePromptRequest,
     Problem,
     ProblemDetail,
     PromptResponse,
@@ -142,7 +144,16 @@ class NativeApi:
         self.services = services
 
     async def prompt(self, request: Request) -> Response:
-        body: PromptRequest = decode_body(prompt_decoder, await request.body())
+        native: NativePromptRequest = decode_body(prompt_decoder, await request.body())
+        runs = self.services.tool_runs
+        if runs is not None and tools.applies(native, runs):
+            heartbeat = self.services.config.server.heartbeat_secs
+            return await tools.ToolPrompt(runs, heartbeat, prompt_response, problem).respond(
+                request, native, _wants_stream(request, native))
+        if native.tools or native.tool_results:
+            raise InvalidRequest("client tools are not available on this server",
+                                 field="tools" if native.tools else "tool_results")
+        body = native.domain()
         if _wants_stream(request, body):
             return self._stream(body)  # type: ignore[return-value]
         try:

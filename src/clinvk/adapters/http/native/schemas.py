@@ -8,6 +8,7 @@ import msgspec
 
 from clinvk.adapters.http.native.go_zero import GoTolerantDecoder
 from clinvk.domain.models import PromptRequest, Session, TokenUsage
+from clinvk.domain.tools import ToolCall
 
 
 class PromptResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -23,6 +24,9 @@ class PromptResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     error: str | None = None
     command: list[str] | None = None
     session_id: str | None = None
+    #: The CLI's calls of the request's `tools` (with `stop_reason: "tool_calls"`): the
+    #: run waits for their results (`tool_results`).
+    tool_calls: list[ToolCall] | None = None
 
 
 class BackendEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -87,4 +91,39 @@ class StreamLine(msgspec.Struct, kw_only=True, omit_defaults=True):
     content: dict[str, Any] = {}
 
 
-prompt_decoder = GoTolerantDecoder(PromptRequest)
+class NativeTool(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A client tool: its name, what it does, its input's JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object"})
+
+
+class NativeToolResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The client's result of one tool call (`call_id`: the call's `id`)."""
+
+    call_id: str
+    output: str = ""
+    is_error: bool = False
+
+
+class NativePromptRequest(PromptRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /api/v1/prompt: a PromptRequest plus client tools (clinvk additions)."""
+
+    #: Required, except in a request that only carries `tool_results`.
+    prompt: str = ""
+    #: Tools the CLI's model may call; the answer is then its calls, and the run waits.
+    tools: list[NativeTool] | None = None
+    #: `auto` (default), `none`, `required` or a tool's name (asked, not enforced).
+    tool_choice: str | None = None
+    #: Keep the CLI's own tools beside the client's (default `server.builtin_tools`).
+    builtin_tools: bool | None = None
+    #: Results of the calls of an earlier answer: the run waiting for them goes on.
+    tool_results: list[NativeToolResult] | None = None
+
+    def domain(self) -> PromptRequest:
+        """The request without its tool fields."""
+        return PromptRequest(**{f: getattr(self, f) for f in PromptRequest.__struct_fields__})
+
+
+prompt_decoder = GoTolerantDecoder(NativePromptRequest)
