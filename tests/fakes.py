@@ -391,14 +391,17 @@ class FakeBackground:
 class FakeToolCallingRunner(FakeBackendRunner):
     """A runner whose runs with client tools call them as a CLI would through its bridge:
     `script` is a list of batches, each a list of (tool name, arguments) called at once
-    (announced first as ToolUse events unless `announce` is False); the answer is
-    `results: ` and the results' texts. `cancelled` counts runs ended while waiting."""
+    (announced first as ToolUse events unless `announce` is False, after the usage so
+    far of `so_far`, one per batch, when given); the answer is `results: ` and the
+    results' texts. `cancelled` counts runs ended while waiting."""
 
-    def __init__(self, bridge: FakeToolBridge, script, *, announce: bool = True) -> None:
+    def __init__(self, bridge: FakeToolBridge, script, *, announce: bool = True,
+                 so_far=None) -> None:
         super().__init__()
         self.bridge = bridge
         self.script = script
         self.announce = announce
+        self.so_far = so_far
         self.cancelled = 0
 
     async def run(self, spec, on_event=None) -> RunResult:
@@ -414,7 +417,9 @@ class FakeToolCallingRunner(FakeBackendRunner):
         texts: list[str] = []
         try:
             await emit(ev.Init(backend_session_id="tool-thread", model="fake-model"))
-            for batch in self.script:
+            for n, batch in enumerate(self.script):
+                if self.so_far is not None:
+                    await emit(ev.Usage(usage=self.so_far[n], so_far=True))
                 if self.announce:
                     for name, arguments in batch:
                         await emit(ev.ToolUse(name=f"mcp__client__{name}", input=arguments))

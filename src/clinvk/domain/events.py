@@ -58,6 +58,9 @@ class Usage(_Event, tag="usage"):
 
     usage: TokenUsage
     cumulative: bool = False
+    #: The run's usage up to now, reported mid-run (the model asked for tools); the run
+    #: goes on and its final usage follows.
+    so_far: bool = False
 
 
 class Notice(_Event, tag="notice"):

@@ -23,8 +23,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
-from clinvk.domain.events import StreamEvent, ToolUse
-from clinvk.domain.models import PromptRequest, PromptResult
+from clinvk.domain.events import StreamEvent, ToolUse, Usage
+from clinvk.domain.models import PromptRequest, PromptResult, TokenUsage
 from clinvk.domain.prompt import PromptService
 from clinvk.domain.tools import (
     BRIDGE_SERVER,
@@ -48,6 +48,9 @@ class ToolStep(msgspec.Struct, frozen=True, kw_only=True):
 
     calls: tuple[ToolCall, ...] = ()
     result: PromptResult | None = None
+    #: Tokens the run used for this answer (with calls: as far as the CLI reported them
+    #: before its pause; zeros when it reports only at the end).
+    usage: TokenUsage = TokenUsage()
 
 
 class _Paused(msgspec.Struct, frozen=True):
@@ -81,6 +84,10 @@ class _Run:
         self.answered = anyio.Event()
         self.scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
+        #: The run's usage so far (as the CLI reported it mid-run), and the part of it
+        #: earlier answers reported.
+        self.usage = TokenUsage()
+        self.reported = TokenUsage()
 
     def poke(self) -> None:
         self._changed.set()
@@ -98,6 +105,8 @@ class _Run:
         if isinstance(event, ToolUse) and self.is_bridge_tool(event.name):
             self.announced += 1
             self.poke()
+        if isinstance(event, Usage) and event.so_far:
+            self.usage = event.usage
         self.send.send_nowait(event)
 
 
@@ -215,12 +224,18 @@ class ToolRunService:
                     raise InvalidRequest("the run behind these tool calls has ended",
                                          field="messages") from None
                 if isinstance(item, _Paused):
-                    return ToolStep(calls=item.calls)
+                    # Each answer reports its own part, so a client summing them is right.
+                    usage, run.reported = run.usage.minus(run.reported), run.usage
+                    return ToolStep(calls=item.calls, usage=usage)
                 if isinstance(item, _Finished):
                     run.receive.close()
                     if item.error is not None:
                         raise item.error
-                    return ToolStep(result=item.result)
+                    result = item.result
+                    assert result is not None
+                    usage = result.token_usage.minus(run.reported)
+                    return ToolStep(result=msgspec.structs.replace(result, token_usage=usage),
+                                    usage=usage)
                 if on_event is not None:
                     await on_event(item)  # type: ignore[arg-type]
         finally:

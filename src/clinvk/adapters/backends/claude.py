@@ -47,9 +47,17 @@ class _Block(msgspec.Struct):
     is_error: bool | None = None
 
 
+class _ApiUsage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
 class _Msg(msgspec.Struct):
     content: list[_Block] | str = []
     model: str | None = None
+    usage: _ApiUsage | None = None
 
 
 class _Delta(msgspec.Struct):
@@ -58,17 +66,11 @@ class _Delta(msgspec.Struct):
     stop_reason: str | None = None
 
 
-class _ApiUsage(msgspec.Struct):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-
-
 class _SseEvent(msgspec.Struct):
     type: str
     delta: _Delta | None = None
     message: _Msg | None = None
+    usage: _ApiUsage | None = None
 
 
 class _System(msgspec.Struct, tag="system", tag_field="type"):
@@ -139,6 +141,14 @@ _USAGE_WORDS = re.compile(
 )
 
 
+def _tokens(u: _ApiUsage) -> TokenUsage:
+    return TokenUsage(
+        input_tokens=u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens,
+        output_tokens=u.output_tokens,
+        cached_tokens=u.cache_read_input_tokens,
+    )
+
+
 class ClaudeDecoder:
     """Decodes claude's stream-json lines."""
 
@@ -156,6 +166,10 @@ class ClaudeDecoder:
         self._rejected: _RateLimitInfo | None = None
         #: The model the API answered with (assistant messages), preferred over init's.
         self._answered: str | None = None
+        #: Usage of the model calls that ended, and of the one under way (its
+        #: message_start; output tokens grow until its message_delta).
+        self._used = TokenUsage()
+        self._current: _ApiUsage | None = None
 
     def feed(self, line: bytes) -> list[StreamEvent]:
         try:
@@ -170,8 +184,11 @@ class ClaudeDecoder:
                 text = event.delta.text or ""
                 self._deltas.append(text)
                 return [TextDelta(text=text)] if text else []
-            if event.type == "message_start" and event.message and event.message.model:
+            if event.type == "message_start" and event.message:
                 self._model = self._model or event.message.model
+                self._current = event.message.usage
+            if event.type == "message_delta":
+                return self._message_ended(event)
             return []
         if isinstance(item, _System):
             if item.subtype == "init":
@@ -212,10 +229,13 @@ class ClaudeDecoder:
             text = "".join(b.text or "" for b in blocks if b.type == "text")
             if text:
                 out.append(Message(text=text))
-            for b in blocks:
-                if b.type == "tool_use":
-                    out.append(ToolUse(name=b.name or "", input=b.input, id=b.id))
-            return out
+            uses = [ToolUse(name=b.name or "", input=b.input, id=b.id)
+                    for b in blocks if b.type == "tool_use"]
+            if uses:
+                # Before the calls, which may pause the run: what it used so far.
+                self._current = self._current or item.message.usage
+                out.append(Usage(usage=self._so_far(), so_far=True))
+            return out + uses
         if isinstance(item, _User):
             blocks = item.message.content if isinstance(item.message.content, list) else []
             return [
@@ -243,13 +263,23 @@ class ClaudeDecoder:
         """claude reports retries on stdout (`api_retry`); stderr holds nothing to stream."""
         return []
 
+    def _so_far(self) -> TokenUsage:
+        return self._used + (_tokens(self._current) if self._current else TokenUsage())
+
+    def _message_ended(self, event: _SseEvent) -> list[StreamEvent]:
+        """A model call ended: its usage is final (message_delta's output tokens)."""
+        if self._current is None:
+            return []
+        if event.usage is not None:
+            self._current = msgspec.structs.replace(
+                self._current, output_tokens=event.usage.output_tokens)
+        tool_use = event.delta is not None and event.delta.stop_reason == "tool_use"
+        out: list[StreamEvent] = [Usage(usage=self._so_far(), so_far=True)] if tool_use else []
+        self._used, self._current = self._so_far(), None
+        return out
+
     def _usage(self) -> TokenUsage:
-        u = self._result.usage if self._result else _ApiUsage()
-        return TokenUsage(
-            input_tokens=u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens,
-            output_tokens=u.output_tokens,
-            cached_tokens=u.cache_read_input_tokens,
-        )
+        return _tokens(self._result.usage if self._result else _ApiUsage())
 
     def finish(self, *, exit_code: int, stderr: str, duration_ms: int) -> RunResult:
         r = self._result

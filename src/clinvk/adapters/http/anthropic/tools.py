@@ -34,7 +34,7 @@ from clinvk.adapters.http.streaming import (
 from clinvk.domain import events as ev
 from clinvk.domain.chat import TextStream
 from clinvk.domain.errors import ClinvkError, InvalidRequest
-from clinvk.domain.models import PromptRequest, TokenUsage
+from clinvk.domain.models import PromptRequest
 from clinvk.domain.tool_runs import ToolRunService, ToolStep
 from clinvk.domain.tools import ClientTool, ToolChoice, ToolOutcome, check_tools
 
@@ -85,7 +85,9 @@ def tool_choice(body: AnthropicMessagesRequest, names: list[str]) -> ToolChoice:
 
 def tool_results(body: AnthropicMessagesRequest) -> list[ToolOutcome]:
     """The `tool_result` blocks of the last message (the results the client sends now);
-    each must answer a `tool_use` block of an assistant message of the conversation."""
+    each must answer a `tool_use` block of an assistant message of the conversation.
+    Text blocks beside them come after the last result's text: a resumed CLI hears
+    from the client only through its tool calls (see docs/tools.md)."""
     messages = body.messages
     if not messages or messages[-1].role != "user" or isinstance(messages[-1].content, str):
         return []
@@ -105,6 +107,11 @@ def tool_results(body: AnthropicMessagesRequest) -> list[ToolOutcome]:
         text = content_text(block.content, f"messages.{last}.content.{j}.content")
         results.append(ToolOutcome(call_id=block.tool_use_id, output=text,
                                    is_error=bool(block.is_error)))
+    blocks = messages[-1].content
+    beside = [b.text for b in blocks if b.type == "text" and b.text]  # type: ignore[union-attr]
+    if results and beside:
+        results[-1] = msgspec.structs.replace(
+            results[-1], output="\n\n".join([results[-1].output, *beside]))
     return results
 
 
@@ -186,7 +193,7 @@ class ToolMessages:
         else:
             text = "".join(pieces)
             content = ([{"type": "text", "text": text}] if text else []) + _tool_blocks(step)
-            reason, tokens = "tool_use", TokenUsage()
+            reason, tokens = "tool_use", step.usage
         message = {
             "id": translate.message_id(), "type": "message", "role": "assistant",
             "content": content, "model": body.model, "stop_reason": reason,
@@ -232,7 +239,7 @@ class ToolMessages:
                 out += _sse("content_block_stop", {"index": i})
             out += _sse("message_delta", {
                 "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                "usage": translate.usage(TokenUsage())})
+                "usage": translate.usage(step.usage)})
             out += _sse("message_stop", {})
             await emit(out)
 

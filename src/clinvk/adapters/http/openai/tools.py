@@ -205,7 +205,7 @@ class ToolChat:
         else:
             message = {"role": "assistant", "content": "".join(pieces) or None,
                        "refusal": None, "tool_calls": _calls_wire(step)}
-            reason, tokens = "tool_calls", TokenUsage()
+            reason, tokens = "tool_calls", step.usage
         completion = {
             "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion",
             "created": int(time.time()), "model": body.model,
@@ -275,7 +275,7 @@ class ToolChat:
                     await emit(chunk({"tool_calls": [{"index": i, **call}]}))
                 await emit(chunk({}, "tool_calls"))
                 if include_usage:
-                    await emit(chunk(None, final=TokenUsage()))
+                    await emit(chunk(None, final=done.usage))
             await emit(b"data: [DONE]\n\n")
 
         def early_error(exc: BaseException) -> Response:
