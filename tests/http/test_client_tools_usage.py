@@ -112,3 +112,20 @@ def test_anthropic_text_beside_tool_results_reaches_the_run(client):
     assert second.status_code == 200, second.text
     assert second.json()["content"][0]["text"] == (
         "results: sunny\n\n<system-reminder>be brief</system-reminder>\n\nand in Celsius")
+
+
+def test_native_and_responses_tool_call_answers_report_the_usage_so_far(client):
+    """The native API's tool_calls answer (token_usage) and the Responses API's function
+    calls (usage) report the usage so far too."""
+    native = client.post("/api/v1/prompt", json={
+        "backend": "claude", "prompt": "weather?",
+        "tools": [{"name": "get_weather", "parameters": WEATHER["function"]["parameters"]}]})
+    assert native.json()["stop_reason"] == "tool_calls"
+    assert native.json()["token_usage"]["input_tokens"] == 10
+    assert native.json()["token_usage"]["output_tokens"] == 2
+    responses = client.post("/openai/v1/responses", json={
+        "model": "claude", "input": "weather?",
+        "tools": [{"type": "function", "name": "get_weather",
+                   "parameters": WEATHER["function"]["parameters"]}]}).json()
+    assert [o["type"] for o in responses["output"]] == ["function_call"]
+    assert (responses["usage"]["input_tokens"], responses["usage"]["output_tokens"]) == (10, 2)

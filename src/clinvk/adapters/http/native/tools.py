@@ -35,7 +35,7 @@ from clinvk.domain.errors import (
     ClinvkError,
     InvalidRequest,
 )
-from clinvk.domain.models import PromptResult, TokenUsage
+from clinvk.domain.models import PromptResult
 from clinvk.domain.tool_runs import ToolRunService, ToolStep
 from clinvk.domain.tools import ClientTool, ToolChoice, ToolOutcome, check_tools
 from clinvk.ports import EventSink
@@ -86,7 +86,7 @@ def tool_results(body: NativePromptRequest, runs: ToolRunService) -> list[ToolOu
 def _paused(body: NativePromptRequest, step: ToolStep, started: float) -> PromptResponse:
     return PromptResponse(
         backend=body.backend, exit_code=0, duration_ms=int((time.monotonic() - started) * 1000),
-        output="", token_usage=TokenUsage(), stop_reason="tool_calls",
+        output="", token_usage=step.usage, stop_reason="tool_calls",
         tool_calls=list(step.calls),
     )
 
@@ -169,7 +169,8 @@ class ToolPrompt:
             if step.result is not None:
                 return  # the service's `done` line ended it
             out = b"".join(line("tool_call", msgspec.to_builtins(call)) for call in step.calls)
-            done = ev.Done(exit_code=0, duration_ms=int((time.monotonic() - started) * 1000))
+            done = ev.Done(exit_code=0, duration_ms=int((time.monotonic() - started) * 1000),
+                           usage=step.usage)
             content = {**msgspec.to_builtins(done), "stop_reason": "tool_calls"}
             content.pop("type", None)
             await emit(out + line("done", content))

@@ -55,7 +55,7 @@ from clinvk.adapters.http.streaming import (
 from clinvk.domain import events as ev
 from clinvk.domain.chat import TextStream
 from clinvk.domain.errors import ClinvkError, InvalidRequest
-from clinvk.domain.models import PromptRequest, TokenUsage
+from clinvk.domain.models import PromptRequest
 from clinvk.domain.services import Services
 from clinvk.domain.tool_runs import ToolRunService, ToolStep
 from clinvk.domain.tools import (
@@ -319,7 +319,7 @@ class ToolResponses:
             output += function_calls(response_id, step.calls)
             response = response_object(body, response_id=response_id, created_at=created_at,
                                        model=body.model, status="completed", output=output,
-                                       tokens=TokenUsage())
+                                       tokens=step.usage)
         response.tools = self._echoed(body)
         response.tool_choice = body.tool_choice or "auto"
         response.store = False  # not kept: a parked run keeps no session
