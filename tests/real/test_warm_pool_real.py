@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.support.clis import missing_clis
-from tests.support.model_double import generation_requests, user_texts
+from tests.support.model_double import assistant_texts, generation_requests, user_texts
 from tests.support.server import SETTLE_SECS, ClinvkServer
 
 
@@ -45,10 +45,6 @@ def _wait_ready(server, backend: str) -> None:
 def test_pooled_processes_serve_one_request_each(pooled_server, model_double, backend):
     """A warm process answers one request; the next request sees nothing of the first."""
     assert _pool(pooled_server, backend) == {"size": 1, "ready": 1, "hits": 0}
-    assert "gemini" not in [  # gemini cannot read its prompt later: never pooled
-        b["name"] for b in httpx.get(pooled_server.url + "/health").json()["backends"]
-        if "warm_pool" in b
-    ]
     model_double.set(reply="first answer")
     r1 = httpx.post(pooled_server.url + "/api/v1/prompt", timeout=60,
                     json={"backend": backend, "prompt": "The secret word is PELICAN."})
@@ -148,3 +144,77 @@ def test_the_pool_grows_when_requests_find_it_empty(growing_server):
     _burst(growing_server, 3)
     pool = _pool(growing_server, "claude")
     assert pool["hits"] == 4 and pool["size"] <= 3 and pool["ready"] <= 3
+
+
+@pytest.fixture
+def gemini_pooled(model_double, tmp_path):
+    assert not missing_clis()
+    server = ClinvkServer(model_double.url, tmp_path, warm_pool_idle_secs=600)
+    import yaml
+
+    config = yaml.safe_load(server.config_path.read_text())
+    config["backends"]["gemini"]["warm_pool"] = 1
+    server.config_path.write_text(yaml.safe_dump(config))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _gemini(server, **body) -> dict:
+    r = httpx.post(server.url + "/api/v1/prompt", timeout=180, json={"backend": "gemini", **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _gemini_clis(server) -> list[int]:
+    from tests.real.test_hot_sessions_real import _is_cli
+
+    return [p for p in server.cli_pids() if _is_cli(p, "gemini")]
+
+
+def test_gemini_is_pooled_as_an_acp_process_that_answers_like_gemini_p(
+    gemini_pooled, model_double
+):
+    """A one-shot gemini request takes a waiting `gemini --acp` process, which answers with
+    the same text, usage and model as a cold `gemini -p` run, opens a session that
+    `gemini -p --resume` continues with its context, and is then ended; the next pooled
+    request sees nothing of the first."""
+    _wait_ready(gemini_pooled, "gemini")
+    model_double.set(reply="first answer")
+    warm = _gemini(gemini_pooled, prompt="The secret word is PELICAN.")
+    assert _pool(gemini_pooled, "gemini")["hits"] == 1
+    # The same prompt cold (an extra flag makes another invocation): `gemini -p`.
+    workdir = str(gemini_pooled.workdir)
+    cold = _gemini(gemini_pooled, prompt="The secret word is PELICAN.",
+                   extra=["--include-directories", workdir])
+    assert _pool(gemini_pooled, "gemini")["hits"] == 1
+    for field in ("output", "token_usage", "model", "exit_code"):
+        assert warm[field] == cold[field], field
+    assert warm["output"] == "first answer" and warm["token_usage"]["output_tokens"] > 0
+
+    # The pooled process served one request and ended: only waiting ones are left (its
+    # replacement and one for the invocation the cold request taught the pool).
+    deadline = time.monotonic() + 60  # a hang guard only: the state is polled
+    while len(_gemini_clis(gemini_pooled)) != 2 or _pool(gemini_pooled, "gemini")["ready"] != 2:
+        state = (_gemini_clis(gemini_pooled), _pool(gemini_pooled, "gemini"))
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+
+    # Its session resumes cold (`gemini -p --resume`: ACP's session/load may erase a
+    # session created in the same minute, see gemini.py) with the conversation so far.
+    model_double.set(reply="resumed answer")
+    resumed = _gemini(gemini_pooled, prompt="What is the secret word?",
+                      session_id=warm["session_id"])
+    assert resumed["output"] == "resumed answer"
+    assert _pool(gemini_pooled, "gemini")["hits"] == 1
+    turn = generation_requests(model_double.requests())[-1]
+    assert any("PELICAN" in text for text in user_texts(turn))
+    assert "first answer" in assistant_texts(turn)
+
+    # A new request on the refilled pool: a fresh session, no trace of the others.
+    model_double.set(reply="other answer")
+    other = _gemini(gemini_pooled, prompt="What is the secret word?")
+    assert other["output"] == "other answer" and other["session_id"] != warm["session_id"]
+    assert _pool(gemini_pooled, "gemini")["hits"] == 2
+    turn = generation_requests(model_double.requests())[-1]
+    assert "PELICAN" not in str(turn["body"]) and "first answer" not in str(turn["body"])

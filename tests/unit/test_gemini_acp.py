@@ -104,3 +104,17 @@ def test_tool_permission_requests_are_declined():
     assert written[0] == {"jsonrpc": "2.0", "id": 7,
                           "result": {"outcome": {"outcome": "selected", "optionId": "no"}}}
     assert written[1]["id"] == 8 and written[1]["error"]["code"] == -32601
+
+
+def test_the_model_that_answered_is_reported_as_gemini_p_reports_it():
+    """The result names the model of the answer's `model_usage` (what `gemini -p` reads
+    from its stats), not only the one asked for."""
+    decoder = GeminiAcpDecoder(_spec())
+    decoder.opening(first=True)
+    answer = {"jsonrpc": "2.0", "id": 3, "result": {"stopReason": "end_turn", "_meta": {
+        "quota": {"token_count": {"input_tokens": 7, "output_tokens": 5},
+                  "model_usage": [{"model": "gemini-2.5-flash",
+                                   "token_count": {"input_tokens": 7, "output_tokens": 5}}]}}}}
+    _feed(decoder, [{"jsonrpc": "2.0", "id": 1, "result": {}}, OPENED, answer])
+    result = decoder.finish(exit_code=0, stderr="", duration_ms=5)
+    assert result.model == "gemini-2.5-flash" and result.backend_session_id == SESSION

@@ -437,6 +437,28 @@ class GeminiBackend:
         argv[1:3] = ["--acp"]  # in place of `-o stream-json`
         return Invocation(argv=argv, env=inv.env)
 
+    #: A waiting `gemini --acp` process is driven turn by turn (its protocol), even when it
+    #: serves a one-shot run from the warm pool.
+    warm_takes_turns = True
+    #: A fresh ACP process never reopens a session: gemini 0.61.0's `session/load` first
+    #: starts recording the session anew under its own id, in a file named after the
+    #: current minute; for a session created in that same minute this is the session's
+    #: own file, whose conversation is thereby replaced by an empty one (the load then
+    #: fails with "No previous sessions found", and the session is lost). A resumed turn
+    #: without its hot process therefore runs `gemini -p --resume`, which appends.
+    warm_resumes = False
+
+    def warm_invocation(
+        self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
+    ) -> Invocation | None:
+        """The run started before its prompt is known: `gemini -p` cannot wait for one (it
+        reads piped stdin only in its first 500 ms), so a pooled gemini is an ACP process,
+        which opens one session for the run (`session/new`, or `session/load` to resume).
+        Not for runs with client tools (their bridge URL is the run's own)."""
+        if spec.tools is not None:
+            return None
+        return self.hot_invocation(spec, config, command, system_prompt_file)
+
     def hot_decoder(self, spec: RunSpec, config: BackendConfig):
         """The decoder of one turn on an ACP process (it also writes the protocol's side)."""
         from clinvk.adapters.backends.gemini_acp import GeminiAcpDecoder

@@ -39,6 +39,7 @@ class GeminiAcpDecoder(TurnDriver):
         super().__init__()
         self._spec = spec
         self._session: str | None = spec.resume_id
+        self._model: str | None = spec.model
         self._text: list[str] = []
         self._usage: TokenUsage | None = None
         self._failure: str | None = None
@@ -121,7 +122,13 @@ class GeminiAcpDecoder(TurnDriver):
             return [Init(backend_session_id=self._session, model=self._spec.model)]
         if msg.id == self._prompt_id:
             self._done = True
-            count = ((result.get("_meta") or {}).get("quota") or {}).get("token_count") or {}
+            quota = (result.get("_meta") or {}).get("quota") or {}
+            count = quota.get("token_count") or {}
+            # The model that really answered, as `gemini -p` reports it (stats.models).
+            answered = [u.get("model") for u in quota.get("model_usage") or []
+                        if isinstance(u, dict) and u.get("model")]
+            if answered:
+                self._model = answered[0]
             self._usage = TokenUsage(
                 input_tokens=count.get("input_tokens") or 0,
                 output_tokens=count.get("output_tokens") or 0,
@@ -163,7 +170,7 @@ class GeminiAcpDecoder(TurnDriver):
             exit_code=exit_code,
             duration_ms=duration_ms,
             usage=self._usage or TokenUsage(),
-            model=self._spec.model,
+            model=self._model,
             backend_session_id=self._session,
         )
         if self._failure is None and self._done:

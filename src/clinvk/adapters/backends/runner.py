@@ -168,14 +168,24 @@ class SubprocessBackendRunner:
         )
 
     def _warm(self, backend: CliBackend, spec: RunSpec, cfg, exe: str, sp_file: str | None):
-        """(key, invocation) of the warm-start form of this run, or None."""
-        if needs_files(spec):
-            return None  # a run's own files (images, a schema) cannot be in a pooled argv
-        make = getattr(backend, "warm_invocation", None)
-        inv = make(spec, cfg, exe, sp_file) if make is not None else None
+        """(key, invocation) of the form a pooled process must have to serve this run, or
+        None. A run that may leave its process for the session's next turn starts in its
+        backend's hot form (codex: an app server; gemini: ACP), so that is what the pool
+        must hold for it; any other run uses the backend's warm form."""
+        if needs_files(spec) or spec.tools is not None or not _may_resume_warm(backend, spec):
+            # A run's own files (images, a schema) or its own tools bridge cannot be in a
+            # pooled process's argv or settings.
+            return None
+        hot_form = self._hot(backend, spec, cfg, exe)
+        if hot_form is not None:
+            inv = hot_form[1]
+        else:
+            make = getattr(backend, "warm_invocation", None)
+            inv = make(spec, cfg, exe, sp_file) if make is not None else None
         if inv is None:
             return None
-        return pool_key(inv.argv, spec.workdir, self._environment.build(backend.env_prefixes, cfg, inv.env)), inv
+        env = self._environment.build(backend.env_prefixes, cfg, inv.env)
+        return pool_key(inv.argv, spec.workdir, env), inv
 
     async def start_pool(self, prototypes: list[RunSpec]) -> None:
         """Start the warm pool for each prototype run whose backend has `warm_pool` > 0.
@@ -292,10 +302,6 @@ class SubprocessBackendRunner:
 
             hot_form = self._hot(backend, spec, cfg, exe)
             hot_sig = hot_form[0] if hot_form is not None else None
-            decoder = (
-                backend.hot_decoder(spec, cfg)  # type: ignore[attr-defined]
-                if hot_form is not None else backend.decoder(spec, cfg)
-            )
             hot: HotProcess | None = None
             token = 0
             if spec.resume_id and self.hot.enabled:
@@ -304,17 +310,23 @@ class SubprocessBackendRunner:
                     await self.hot.end(spec.resume_id)  # it would miss this turn
                 else:
                     hot = await self.hot.take(spec.resume_id, hot_sig)
+            if hot is None and not _may_resume_warm(backend, spec):
+                hot_form = hot_sig = None  # a fresh process of the hot form cannot resume it
             warm = self._warm(backend, spec, cfg, exe, sp_file) if cfg.warm_pool > 0 else None
-            # A pooled process serves a hot run only when it was started in the hot form
-            # (claude's warm form is; codex's `exec -` is not an app server).
-            pooled = hot is None and warm is not None and (
-                hot_form is None
-                or warm[0] == pool_key(hot_form[1].argv, spec.workdir, env_of(hot_form[1]))
-            )
+            pooled = hot is None and warm is not None
             cli = await self.pool.take(warm[0]) if pooled and warm is not None else None
             # A miss with options that can recur (not a one-off system prompt file or a
             # resume id) teaches the pool that signature, so the next such request is warm.
             learn = cli is None and pooled and not spec.system_prompt and not spec.resume_id
+            # A pooled process of a CLI whose waiting form speaks a protocol (gemini's ACP)
+            # is driven turn by turn even for a one-shot run, then ended.
+            turns = hot_form is not None or (
+                cli is not None and getattr(backend, "warm_takes_turns", False)
+            )
+            decoder = (
+                backend.hot_decoder(spec, cfg)  # type: ignore[attr-defined]
+                if turns else backend.decoder(spec, cfg)
+            )
             answered = anyio.Event()
 
             async def replenish() -> None:
@@ -350,6 +362,8 @@ class SubprocessBackendRunner:
                         )
                     first = hot is None or hot.turns == 0
                     feed = backend.hot_input(spec, decoder, first)  # type: ignore[attr-defined]
+                elif turns:
+                    feed = backend.hot_input(spec, decoder, True)  # type: ignore[attr-defined]
                 elif cli is not None:
                     feed = backend.warm_input(spec.prompt)  # type: ignore[attr-defined]
                 else:
@@ -362,9 +376,9 @@ class SubprocessBackendRunner:
             except OSError as exc:
                 raise start_failure(spec.backend, exe, spec.workdir, exc) from exc
             keep = False
-            if hot is None and hot_sig is not None:
-                assert cli is not None
-                hot = HotProcess(cli, hot_sig, self.groups)
+            if hot is None and turns:
+                assert cli is not None and warm is not None
+                hot = HotProcess(cli, hot_sig or warm[0], self.groups)
 
             async def run_it() -> tuple[ProcessOutcome, bool]:
                 if hot is not None:
@@ -408,13 +422,15 @@ class SubprocessBackendRunner:
                     await self.pool.refill(warm[0], capacity=self._capacity(spec.backend))
             try:
                 result = self._result(spec, decoder, outcome, started, env)
-                if keep and hot is not None:
+                if keep and hot is not None and hot_form is not None:
                     keep = False
                     await self.hot.park(result.backend_session_id, token, hot)
                 return result
             finally:
                 if keep and hot is not None:
-                    await hot.end()  # the turn failed: never keep a process after an error
+                    # The turn failed (never keep a process after an error), or the process
+                    # served a one-shot run: it takes no other request's turn.
+                    await hot.end()
         finally:
             files.close()  # the run's private folder, on success, failure or cancel
             for path in (sp_file, stdin_file):
@@ -444,6 +460,13 @@ class SubprocessBackendRunner:
                 spec.backend, variable, exc.message, exit_code=exc.exit_code,
                 result=exc.result,
             ) from exc
+
+
+def _may_resume_warm(backend: CliBackend, spec: RunSpec) -> bool:
+    """Whether a fresh process of the backend's waiting form may serve this run: not a
+    resumed run when the backend says its waiting form cannot reopen a session safely
+    (gemini's ACP `session/load`, see gemini.py), which then resumes cold."""
+    return not spec.resume_id or getattr(backend, "warm_resumes", True)
 
 
 def _partial(decoder, exit_code: int, stderr: str, duration_ms: int) -> RunResult | None:
