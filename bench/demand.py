@@ -1,7 +1,7 @@
 """Benchmark: CLI start-up off the request path (issue 15): the warm pool under demand, hot
 sessions, and capacity at C=16/32.
 
-    .venv/bin/python bench/demand.py [--phases pool,turn2,capacity] [--n 12]
+    .venv/bin/python bench/demand.py [--phases pool,turn2,mixed,capacity] [--n 12]
 
 Against the model-API double (20 words, 50 ms before each), one `clinvk serve` per setup:
 
@@ -10,6 +10,11 @@ Against the model-API double (20 words, 50 ms before each), one `clinvk serve` p
   4 clients at once.
 - turn2: a two-turn conversation per CLI (native route, turn 2 streamed): turn 2's first
   text with hot sessions on and off.
+- mixed: one-shot requests (4 clients x 6, streamed OpenAI route) and multi-turn
+  conversations (3 x 4 turns, native route, 1 s between turns) at once, for one CLI
+  (`--mixed-backend`, claude): first text p50/p90 of one-shot requests, first turns and
+  later turns, 429s, peak RSS of the whole tree; pool and hot sessions off / pool on / hot
+  sessions on / both.
 - capacity: C=16 and C=32 clients sending non-streamed native requests to claude with the
   default admission limits (8 runs, queue 64): requests/s, 429s, peak RSS of the server's
   whole process tree; pool + hot sessions on and off.
@@ -267,16 +272,148 @@ def _capacity_level(server, backend: str, clients: int) -> dict[str, Any]:
             "server_rss_peak_mb": rss.peak_own, "tree_rss_peak_mb": rss.peak_tree}
 
 
+# -- mixed ------------------------------------------------------------------------------------
+
+
+MIXED_SETUPS = {
+    "pool and hot sessions off": ({}, {}),
+    "pool on (1, max 4)": ({"warm_pool": 1, "warm_pool_max": 4}, {}),
+    "hot sessions on (4)": ({}, {"hot_sessions_max": 4}),
+    "pool and hot sessions on": ({"warm_pool": 1, "warm_pool_max": 4}, {"hot_sessions_max": 4}),
+}
+
+
+def mixed_phase(double: ModelDouble, scratch: Path, backend: str, *, one_shot_clients: int,
+                one_shot_each: int, conversations: int, turns: int,
+                setups: list[str] | None = None) -> dict[str, Any]:
+    """One-shot requests (streamed, OpenAI route, back to back per client) and multi-turn
+    conversations (streamed, native route, `session_id`, 1 s to read each answer) at once,
+    against one server per setup: first text p50/p90 of each kind, 429s, errors, peak RSS
+    of the server's whole process tree."""
+    out: dict[str, Any] = {}
+    for name in setups or list(MIXED_SETUPS):
+        section, server_cfg = MIXED_SETUPS[name]
+        server = start(double, scratch / f"mixed-{len(out)}",
+                       backends={backend: section} if section else None, **server_cfg)
+        client = httpx.Client()
+        try:
+            if section:
+                wait_ready(client, server.url, backend, section["warm_pool"])
+            time.sleep(2.0)  # let the first processes finish starting
+            load = Load(server.process.pid)
+            row = _mixed_run(server, backend, one_shot_clients, one_shot_each,
+                             conversations, turns)
+            row["pool"] = pool_state(client, server.url, backend)
+            row["other_load_cores"] = load.other_cores()
+            out[name] = row
+            log(f"  {backend} {name}: one-shot p50/p90 {_f(row['one_shot']['first_p50'])}/"
+                f"{_f(row['one_shot']['first_p90'])}, turn>=2 p50/p90 "
+                f"{_f(row['later_turns']['first_p50'])}/{_f(row['later_turns']['first_p90'])}, "
+                f"429s {row['rejected']}, tree RSS peak {row['tree_rss_peak_mb']:.0f} MB")
+        finally:
+            client.close()
+            server.stop()
+    return out
+
+
+def _mixed_run(server, backend: str, one_shot_clients: int, one_shot_each: int,
+               conversations: int, turns: int) -> dict[str, Any]:
+    one_shot: list[Sample] = []
+    first_turns: list[Sample] = []
+    later: list[Sample] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(one_shot_clients + conversations + 1)
+
+    def one_shot_client() -> None:
+        with httpx.Client() as c:
+            barrier.wait()
+            for _ in range(one_shot_each):
+                sample = ask_streaming(c, server.url, ROUTES["openai"], backend, PROMPT)
+                with lock:
+                    one_shot.append(sample)
+
+    def conversation() -> None:
+        with httpx.Client() as c:
+            barrier.wait()
+            session = _Turn1Route()
+            sample = ask_streaming(c, server.url, session, backend, PROMPT)
+            with lock:
+                first_turns.append(sample)
+            if session.session_id is None:
+                return
+            route = _SessionRoute(session.session_id)
+            for _ in range(turns - 1):
+                time.sleep(1.0)  # the user reads the answer
+                sample = ask_streaming(c, server.url, route, backend, PROMPT)
+                with lock:
+                    later.append(sample)
+
+    threads = [threading.Thread(target=one_shot_client) for _ in range(one_shot_clients)]
+    threads += [threading.Thread(target=conversation) for _ in range(conversations)]
+    for t in threads:
+        t.start()
+    with procstat.RssSampler(server.process.pid) as rss:
+        barrier.wait()
+        t0 = time.monotonic()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - t0
+    everything = one_shot + first_turns + later
+    rejected = sum(1 for s in everything if s.error and s.error.startswith("HTTP 429"))
+    return {
+        "wall_s": wall,
+        "one_shot": _kind(one_shot), "first_turns": _kind(first_turns),
+        "later_turns": _kind(later),
+        "rejected": rejected,
+        "other_errors": sum(s.error is not None for s in everything) - rejected,
+        "server_rss_peak_mb": rss.peak_own, "tree_rss_peak_mb": rss.peak_tree,
+    }
+
+
+def _kind(samples: list[Sample]) -> dict[str, Any]:
+    values = firsts(samples)
+    return {"n": len(samples), "errors": sum(s.error is not None for s in samples),
+            "first_p50": p50(values), "first_p90": percentile(values, 90),
+            "firsts": [round(v, 3) for v in values]}
+
+
+class _Turn1Route(NativeRoute):
+    """A conversation's first turn on the native route; remembers its session id."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+
+    def reader(self):
+        texts = super().reader()
+
+        def read(record: bytes) -> list[str]:
+            if self.session_id is None and b'"session_id"' in record:
+                try:
+                    self.session_id = json.loads(record).get("session_id") or None
+                except ValueError:
+                    pass
+            return texts(record)
+
+        return read
+
+
 def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--phases", default="pool,turn2,capacity")
+    ap.add_argument("--phases", default="pool,turn2,mixed,capacity")
     ap.add_argument("--n", type=int, default=12, help="requests per pattern")
     ap.add_argument("--backends", default="claude,codex,gemini", help="for turn2")
     ap.add_argument("--levels", default="16,32")
+    ap.add_argument("--mixed-backend", default="claude", help="for mixed")
+    ap.add_argument("--one-shot-clients", type=int, default=4, help="mixed: one-shot clients")
+    ap.add_argument("--one-shot-each", type=int, default=6, help="mixed: requests per client")
+    ap.add_argument("--conversations", type=int, default=3, help="mixed: conversations")
+    ap.add_argument("--turns", type=int, default=4, help="mixed: turns per conversation")
+    ap.add_argument("--mixed-setups", default="",
+                    help="mixed: comma-separated setup names (default: all four)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "demand.json"))
     args = ap.parse_args(argv)
     phases = args.phases.split(",")
@@ -293,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
             log("turn 2: hot vs cold")
             results["turn2"] = turn2_phase(double, scratch, max(4, args.n // 2),
                                            args.backends.split(","))
+        if "mixed" in phases:
+            log(f"mixed: one-shot requests and conversations at once ({args.mixed_backend})")
+            results["mixed"] = mixed_phase(
+                double, scratch, args.mixed_backend,
+                one_shot_clients=args.one_shot_clients, one_shot_each=args.one_shot_each,
+                conversations=args.conversations, turns=args.turns,
+                setups=args.mixed_setups.split(",") if args.mixed_setups else None)
         if "capacity" in phases:
             log("capacity")
             results["capacity"] = capacity_phase(
