@@ -104,3 +104,46 @@ async def test_its_connections_have_nagle_off(bridge):
             sock = connection.transport.get_extra_info("socket")
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     channel.close()
+
+
+SSE = {"accept": "application/json, text/event-stream"}
+CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+
+
+async def test_a_long_wait_gets_heartbeats_before_its_result(bridge):
+    """A call not answered within a heartbeat interval gets its SSE headers and `: ping`
+    comments (so no idle timeout of the CLI's HTTP client ends it), then the result."""
+    channel = await bridge.open([WEATHER])
+    async with httpx.AsyncClient() as http, http.stream("POST", channel.url, json=CALL,
+                                                       headers=SSE) as r:
+        # The headers come with the first heartbeat: the call is waiting by then.
+        assert r.headers["content-type"] == "text/event-stream"
+        made = await channel.next_call()
+        assert channel.answer(ToolOutcome(call_id=made.id, output="rain"))
+        body = b"".join([chunk async for chunk in r.aiter_bytes()])
+    assert body.startswith(b": ping\n\n")
+    assert body.endswith(b"\n\n") and b'"text":"rain"' in body.split(b"event: message\n")[1]
+
+
+async def test_a_quick_answer_comes_without_heartbeats():
+    """A call answered before its first heartbeat gets the SSE headers and the result
+    together, with no heartbeat (and no task of its own) spent on it."""
+    bridge = LoopbackToolBridge(heartbeat_secs=3600)
+    channel = await bridge.open([WEATHER])
+    bodies = []
+    try:
+        async with httpx.AsyncClient() as http, anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                r = await http.post(channel.url, json=CALL, headers=SSE)
+                bodies.append((r.headers["content-type"], r.content))
+
+            tg.start_soon(call)
+            made = await channel.next_call()
+            assert channel.answer(ToolOutcome(call_id=made.id, output="sun"))
+    finally:
+        await bridge.close()
+    [(kind, body)] = bodies
+    assert kind == "text/event-stream"
+    assert body.startswith(b"event: message\ndata: ") and b'"text":"sun"' in body

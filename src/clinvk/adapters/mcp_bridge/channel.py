@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
@@ -53,8 +53,12 @@ class BridgeChannel:
         self._send.close()
         self._receive.close()
 
-    async def call(self, name: str, arguments: dict) -> ToolOutcome:
-        """A call from the CLI: queue it for the client and wait for the result."""
+    async def call(self, name: str, arguments: dict, *,
+                   idle: Callable[[], Awaitable[None]] | None = None,
+                   idle_secs: float = math.inf) -> ToolOutcome:
+        """A call from the CLI: queue it for the client and wait for the result, awaiting
+        `idle` after each `idle_secs` without one (the endpoint's heartbeat: a timer in
+        this task rather than a task of its own, so a quick answer costs no task)."""
         if self.closed:
             raise ClosedChannel
         call = ToolCall(id="call_" + secrets.token_hex(12), name=name, arguments=arguments)
@@ -62,7 +66,11 @@ class BridgeChannel:
         self._waiting[call.id] = (event, box)
         try:
             self._send.send_nowait(call)
-            await event.wait()
+            while not event.is_set():
+                with anyio.move_on_after(idle_secs):
+                    await event.wait()
+                if idle is not None and not event.is_set():
+                    await idle()
         finally:
             self._waiting.pop(call.id, None)
         return box[0]

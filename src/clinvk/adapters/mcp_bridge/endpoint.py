@@ -6,10 +6,10 @@ ends nothing (the run owns the channel)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import msgspec
 from starlette.types import Receive, Scope, Send
 
@@ -20,6 +20,8 @@ from clinvk.adapters.mcp_bridge.channel import BridgeChannel, ClosedChannel
 #: Largest JSON-RPC message taken (tool names and arguments are small).
 MAX_BODY = 4 * 1024 * 1024
 SERVER_INFO = {"name": "clinvk-client-tools", "version": __version__}
+_SSE_START = {"type": "http.response.start", "status": 200, "headers": [
+    (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]}
 
 
 def tool_listing(channel: BridgeChannel) -> dict[str, Any]:
@@ -78,31 +80,32 @@ class BridgeEndpoint:
             return await _json(send, p.error_response(
                 request_id, p.INVALID_PARAMS, f"unknown tool: {params.name}"))
 
-        async def result() -> p.Response:
-            try:
-                outcome = await channel.call(params.name, params.arguments or {})
-            except ClosedChannel:
-                return p.error_response(request_id, p.INTERNAL_ERROR, "the run has ended")
-            return p.Response(jsonrpc=p.JSONRPC, id=request_id, result={
+        started = False
+
+        async def beat() -> None:
+            # The SSE headers wait for the first heartbeat (or the result): a call answered
+            # sooner costs the CLI no wake-up for them while the answer is on its way out.
+            nonlocal started
+            if not started:
+                await send(_SSE_START)
+                started = True
+            await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+
+        try:
+            outcome = await channel.call(params.name, params.arguments or {},
+                                         idle=beat if sse else None,
+                                         idle_secs=self._heartbeat if sse else math.inf)
+        except ClosedChannel:
+            response = p.error_response(request_id, p.INTERNAL_ERROR, "the run has ended")
+        else:
+            response = p.Response(jsonrpc=p.JSONRPC, id=request_id, result={
                 "content": [{"type": "text", "text": outcome.output}],
                 "isError": outcome.is_error,
             })
-
         if not sse:
-            return await _json(send, await result())
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
-        async with anyio.create_task_group() as tg:
-
-            async def beat() -> None:
-                while True:
-                    await anyio.sleep(self._heartbeat)
-                    await send({"type": "http.response.body", "body": b": ping\n\n",
-                                "more_body": True})
-
-            tg.start_soon(beat)
-            response = await result()
-            tg.cancel_scope.cancel()
+            return await _json(send, response)
+        if not started:
+            await send(_SSE_START)
         data = b"event: message\ndata: " + p.encode(response) + b"\n\n"
         await send({"type": "http.response.body", "body": data, "more_body": False})
 
