@@ -3,6 +3,7 @@ sessions, and the process ends with its session."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Self
@@ -24,6 +25,7 @@ def hot_server(model_double, tmp_path):
     )
     config = yaml.safe_load(server.config_path.read_text())
     config["backends"]["claude"]["warm_pool"] = 1
+    config["backends"]["codex"]["warm_pool"] = 1  # pooled as app servers (the hot form)
     server.config_path.write_text(yaml.safe_dump(config))
     server.start()
     yield server
@@ -145,19 +147,29 @@ def test_more_sessions_than_allowed_end_the_least_recently_used(hot_server, mode
 
 
 def test_codex_turn_two_goes_to_the_app_server_of_turn_one(hot_server, model_double):
-    """codex sessions run on `codex app-server`: turn 2 is one more turn of the process that
-    answered turn 1, streamed piece by piece, with the conversation so far."""
+    """codex sessions run on `codex app-server`: turn 1 takes a pooled app server (no
+    process starts for it), turn 2 is one more turn of that process, streamed piece by
+    piece, with the conversation so far."""
+    deadline = time.monotonic() + SETTLE_SECS  # a hang guard only
+    while _codex_pool(hot_server)["ready"] < 1:
+        assert time.monotonic() < deadline, _codex_pool(hot_server)
+        time.sleep(0.05)
+    pooled = {p for p in hot_server.cli_pids() if _is_cli(p, "codex")}
     model_double.set(reply="first answer")
     r = httpx.post(hot_server.url + "/api/v1/prompt", timeout=60,
                    json={"backend": "codex", "prompt": "The secret word is PELICAN."})
     assert r.status_code == 200, r.text
+    assert _codex_pool(hot_server)["hits"] == 1  # turn 1 took the pooled app server ...
+    assert pooled <= set(hot_server.cli_pids())  # ... which now waits as the hot process
     first = r.json()
     assert first["output"] == "first answer"
+    # Waiting: the hot app server of the session and the pool's replacement, each in its
+    # own process group (a codex is a node launcher and its native child).
     deadline = time.monotonic() + SETTLE_SECS  # a hang guard only
-    while not [p for p in hot_server.cli_pids() if _is_cli(p, "codex")]:
+    while len(_groups(p for p in hot_server.cli_pids() if _is_cli(p, "codex"))) < 2:
         assert time.monotonic() < deadline, "no codex process waits"
         time.sleep(0.05)
-    before = {p for p in hot_server.cli_pids() if _is_cli(p, "codex")}
+    before = _groups(p for p in hot_server.cli_pids() if _is_cli(p, "codex"))
     model_double.set(reply="second answer")
     lines = []
     with _Watcher(hot_server, "codex") as watch, httpx.stream(
@@ -167,13 +179,29 @@ def test_codex_turn_two_goes_to_the_app_server_of_turn_one(hot_server, model_dou
     ) as response:
         assert response.status_code == 200
         lines = [line for line in response.iter_lines() if line.strip()]
-    assert watch.seen <= before, "turn 2 started a process"
+    assert _groups(watch.seen) <= before, "turn 2 started a process"
     assert '"delta"' in "\n".join(lines)  # the app server streams its text
     turn2 = generation_requests(model_double.requests())[-1]
     assert any("PELICAN" in text for text in user_texts(turn2))
     assert "first answer" in assistant_texts(turn2)
     hot_server.stop()
     assert hot_server.wait_no_cli() == []
+
+
+def _groups(pids) -> set[int]:
+    """The process groups of `pids` (one per CLI clinvk started) that still exist."""
+    out = set()
+    for pid in pids:
+        try:
+            out.add(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    return out
+
+
+def _codex_pool(server) -> dict:
+    health = httpx.get(server.url + "/health").json()
+    return next(b for b in health["backends"] if b["name"] == "codex")["warm_pool"]
 
 
 def test_gemini_turn_two_goes_to_the_acp_process_of_turn_one(hot_server, model_double):

@@ -377,8 +377,9 @@ class SubprocessBackendRunner:
                 raise start_failure(spec.backend, exe, spec.workdir, exc) from exc
             keep = False
             if hot is None and turns:
-                assert cli is not None and warm is not None
-                hot = HotProcess(cli, hot_sig or warm[0], self.groups)
+                assert cli is not None
+                signature = hot_sig if hot_sig is not None else warm[0] if warm else ()
+                hot = HotProcess(cli, signature, self.groups)
 
             async def run_it() -> tuple[ProcessOutcome, bool]:
                 if hot is not None:
