@@ -92,8 +92,10 @@ WEATHER_TOOL = {"get_weather": {"description": "The weather of a city",
 def test_vercel_openai_chat_generate_text_with_tools_claude(clinvk_server, model_double):
     """generateText through openai.chat with a zod tool and stopWhen(stepCountIs(5)):
     step 1 ends in claude's get_weather call, the SDK runs `execute`, step 2 is claude's
-    answer quoting the result."""
+    answer quoting the result; each step's usage is its own model call's (the double
+    reports 9 input tokens per call), so the SDK's total is claude's."""
     _double_calls(model_double, "mcp__client__get_weather")
+    model_double.set(input_tokens=9)
     out = vercel_ai(clinvk_server.url, provider="openai.chat", model="claude", prompt=ASK,
                     tools=WEATHER_TOOL)
     assert "error" not in out, out
@@ -103,6 +105,7 @@ def test_vercel_openai_chat_generate_text_with_tools_claude(clinvk_server, model
     assert [c["toolName"] for c in first["toolCalls"]] == ["get_weather"]
     assert first["toolResults"][0]["output"] == "sunny, 21 C"
     assert second["finishReason"] == "stop" and out["text"] == "sunny, 21 C"
+    assert [s["usage"]["inputTokens"] for s in out["steps"]] == [9, 9]
     assert clinvk_server.wait_no_cli() == []
 
 

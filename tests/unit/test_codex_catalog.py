@@ -7,7 +7,11 @@ import stat
 from pathlib import Path
 
 from clinvk.adapters.backends.codex import CodexBackend
-from clinvk.adapters.backends.codex_catalog import DirectToolsCatalogs, direct_tools
+from clinvk.adapters.backends.codex_catalog import (
+    DirectToolsCatalogs,
+    config_overrides,
+    direct_tools,
+)
 from clinvk.domain.config import BackendConfig
 from clinvk.domain.models import RunSpec
 from clinvk.domain.tools import BridgeSpec
@@ -59,6 +63,28 @@ def test_catalog_is_dumped_once_per_codex_and_rewritten(tmp_path):
     assert first is not None and first == again
     assert json.loads(Path(first).read_text()) == direct_tools(CATALOG, builtin_tools=False)
     assert (tmp_path / "calls").read_text() == "debug models\n"
+
+
+def test_the_run_flags_choose_the_provider_and_the_bundled_catalog_is_the_fallback(tmp_path):
+    """The run's `-c` flags (its provider) go to `debug models`; when that fails (a
+    provider that cannot be reached), the catalog shipped with codex is used."""
+    body = ('case "$*" in *--bundled*) echo \'' + json.dumps(CATALOG) + '\' ;; '
+            '*) exit 1 ;; esac\n')
+    codex = _fake_codex(tmp_path, body)
+    flags = ["--add-dir", "/x", "-c", "model_provider=p", "--config=a.b=1", "-s", "read-only"]
+    path = DirectToolsCatalogs().path(str(codex), {"PATH": "/usr/bin:/bin"}, flags,
+                                      builtin_tools=True)
+    assert path is not None
+    assert json.loads(Path(path).read_text())["models"][1]["slug"] == "gpt-5.5"
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "debug models -c model_provider=p -c a.b=1",
+        "debug models -c model_provider=p -c a.b=1 --bundled"]
+
+
+def test_config_overrides_keeps_only_the_c_pairs():
+    """Only `-c k=v` / `--config k=v` / `--config=k=v` are kept, as `-c` pairs."""
+    assert config_overrides(["-c", "a=1", "--config", "b=2", "--config=c=3", "--oss",
+                             "-p", "prof"]) == ["-c", "a=1", "-c", "b=2", "-c", "c=3"]
 
 
 def test_a_codex_that_cannot_render_its_catalog_gets_none(tmp_path):

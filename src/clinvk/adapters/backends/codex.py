@@ -488,7 +488,8 @@ class CodexBackend:
             argv += ["-c", f"model_reasoning_effort={_toml_string(spec.effort)}"]
         if spec.tools is not None:
             env = build_env(self.env_prefixes, config, {})
-            catalog = self._catalogs.path(command, env, builtin_tools=spec.tools.builtin_tools)
+            catalog = self._catalogs.path(command, env, self._flags(spec, config),
+                                          builtin_tools=spec.tools.builtin_tools)
             argv += bridge_flags(spec.tools, catalog)
         flags = self._flags(spec, config)
         argv += flags

@@ -19,7 +19,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: Per-model fields that keep tools away from the model as functions.
@@ -38,39 +38,61 @@ def direct_tools(catalog: Any, *, builtin_tools: bool) -> dict[str, Any] | None:
     return {**catalog, "models": [{**m, **fields} for m in models]}
 
 
-class DirectToolsCatalogs:
-    """The rewritten catalog of each codex (command, home), dumped once and kept in a
-    private folder for the life of the process."""
+def config_overrides(flags: Sequence[str]) -> list[str]:
+    """The `-c key=value` flags among codex flags (they choose the model provider, whose
+    catalog `debug models` renders), as `-c` pairs."""
+    out: list[str] = []
+    items = iter(flags)
+    for flag in items:
+        name, eq, inline = flag.partition("=")
+        if name in ("-c", "--config"):
+            out += ["-c", inline if eq else next(items, "")]
+    return out
 
-    def __init__(self, timeout_secs: float = 30) -> None:
+
+class DirectToolsCatalogs:
+    """The rewritten catalog of each codex (command, home, config flags), rendered once and
+    kept in a private folder for the life of the process."""
+
+    def __init__(self, timeout_secs: float = 10) -> None:
         self._timeout = timeout_secs
         self._paths: dict[tuple, str | None] = {}
         self._lock = threading.Lock()
         self._folder: str | None = None
 
-    def path(self, command: str, env: Mapping[str, str], *, builtin_tools: bool) -> str | None:
+    def path(self, command: str, env: Mapping[str, str], flags: Sequence[str] = (), *,
+             builtin_tools: bool) -> str | None:
         """The file to name in `model_catalog_json`; None when this codex cannot render its
         catalog (an older codex: it then runs with its own)."""
         try:
             stamp = os.stat(command).st_mtime_ns
         except OSError:
             return None
-        key = (command, stamp, env.get("CODEX_HOME"), env.get("HOME"), builtin_tools)
+        overrides = config_overrides(flags)
+        key = (command, stamp, env.get("CODEX_HOME"), env.get("HOME"), tuple(overrides),
+               builtin_tools)
         with self._lock:
             if key not in self._paths:
-                self._paths[key] = self._write(command, env, builtin_tools)
+                self._paths[key] = self._write(command, env, overrides, builtin_tools)
             return self._paths[key]
 
-    def _write(self, command: str, env: Mapping[str, str], builtin_tools: bool) -> str | None:
-        # Once per codex and home: a short blocking call, like the `--version` probe.
+    def _render(self, argv: list[str], env: Mapping[str, str]) -> Any:
         try:
-            done = subprocess.run(
-                [command, "debug", "models"], env=dict(env), stdin=subprocess.DEVNULL,
-                capture_output=True, timeout=self._timeout, check=False,
-            )
-            catalog = json.loads(done.stdout) if done.returncode == 0 else None
+            done = subprocess.run(argv, env=dict(env), stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=self._timeout, check=False)
+            return json.loads(done.stdout) if done.returncode == 0 else None
         except (OSError, subprocess.TimeoutExpired, ValueError):
             return None
+
+    def _write(self, command: str, env: Mapping[str, str], overrides: list[str],
+               builtin_tools: bool) -> str | None:
+        # Once per codex, home and flags: a short blocking call (about a second), like the
+        # `--version` probe. The catalog the runs would use (codex may refresh it from its
+        # provider), else, if that fails or hangs, the one shipped with the binary.
+        base = [command, "debug", "models", *overrides]
+        catalog = self._render(base, env)
+        if direct_tools(catalog, builtin_tools=builtin_tools) is None:
+            catalog = self._render([*base, "--bundled"], env)
         rewritten = direct_tools(catalog, builtin_tools=builtin_tools)
         if rewritten is None:
             return None
