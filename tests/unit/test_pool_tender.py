@@ -81,7 +81,7 @@ class Rig:
         await self.tender.tend()
 
     async def __aexit__(self, *exc) -> None:
-        self._tg.cancel_scope.cancel()  # what the server's shutdown does, then close_pool
+        await self.tender.stop()  # what the server's shutdown does, then close_pool
         await self._tg.__aexit__(None, None, None)
         await self.hot.aclose()
         await self.pool.aclose()
@@ -233,5 +233,33 @@ def test_with_the_timer_never_more_processes_than_configured_and_every_one_ended
         assert rig.pool.ready() == 0 and rig.hot.count() == 0
         assert all(p.live_at_start == 0 for p in rig.started if p.by_tender)
         assert all(p.ended for p in rig.started + rig.cold)
+
+    _run(main)
+
+
+def test_stopping_the_timer_waits_for_a_start_under_way_and_leaves_nothing_behind():
+    """Stopping the timer while it is starting a process lets that start finish (into the
+    pool, which then ends it at close), so no started process is left outside the pool."""
+
+    async def main() -> None:
+        started: list[FakeProcess] = []
+        spawning = anyio.Event()
+
+        async def slow_spawner(argv, cwd, env, label):
+            spawning.set()
+            await anyio.sleep(5)  # the fork/exec, slowed down
+            return FakeProcess(started)
+
+        pool = WarmPool(spawner=slow_spawner, pace_secs=0.5)
+        await pool.add("cli", ARGV, CWD, ENV, 0, ceiling=1)
+        await pool.take(KEY)  # a miss: the target grows to 1
+        tender = PoolTender(pool, HotSessions(max_hot=0, idle_secs=1))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tender.tend)
+            await spawning.wait()
+            await tender.stop()
+            assert len(started) == 1 and pool.ready() == 1  # the start finished first
+        await pool.aclose()
+        assert all(p.ended for p in started)
 
     _run(main)

@@ -122,7 +122,10 @@ def build_app(config: Config, *, api_keys: Sequence[str] = (), demo: bool = Fals
         stop_probes = getattr(runner, "stop_probes", None)
         if stop_probes is not None:
             stop_probes()
-        await tending.cancel_all()  # before the pool closes: nothing starts after it
+        stop_tending = getattr(runner, "stop_tending", None)
+        if stop_tending is not None:
+            await stop_tending()  # before the pool closes: nothing starts after it
+        await tending.cancel_all()
         close_pool = getattr(runner, "close_pool", None)
         if close_pool is not None:
             await close_pool()

@@ -42,6 +42,8 @@ class PoolTender:
         self._clock = clock
         self._live = 0
         self._changed: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._ended: anyio.Event | None = None
         #: Looks taken (for tests and /health-style introspection).
         self.looks = 0
 
@@ -74,11 +76,27 @@ class PoolTender:
         return min(due, self._hot.next_due())
 
     async def tend(self) -> None:
-        """Look after the pool and the hot sessions until cancelled (server shutdown)."""
-        while True:
-            self._changed = anyio.Event()  # before the look: a poke during it is kept
-            due = await self.look()
-            now = self._clock()
-            sleep = MAX_SLEEP if math.isinf(due) else min(MAX_SLEEP, max(MIN_SLEEP, due - now))
-            with anyio.move_on_after(sleep):
-                await self._changed.wait()
+        """Look after the pool and the hot sessions until `stop` (server shutdown)."""
+        self._ended = anyio.Event()
+        try:
+            with anyio.CancelScope() as self._scope:
+                while True:
+                    self._changed = anyio.Event()  # before the look: a poke during it is kept
+                    due = await self.look()
+                    now = self._clock()
+                    sleep = MAX_SLEEP if math.isinf(due) else min(
+                        MAX_SLEEP, max(MIN_SLEEP, due - now)
+                    )
+                    with anyio.move_on_after(sleep):
+                        await self._changed.wait()
+        finally:
+            self._ended.set()
+
+    async def stop(self) -> None:
+        """End `tend` and wait for it. Its process starts and ends are shielded, so it stops
+        between them, never leaving a process started but not in the pool (a plain task
+        cancel would: asyncio's cancel goes through anyio's shields)."""
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._ended is not None:
+            await self._ended.wait()

@@ -210,8 +210,12 @@ class SubprocessBackendRunner:
 
     async def tend_pool(self) -> None:
         """Look after the pool and hot sessions between requests until cancelled (run as
-        one task for the server's lifespan, cancelled before `close_pool`)."""
+        one task for the server's lifespan, ended by `stop_tending` before `close_pool`)."""
         await self.tender.tend()
+
+    async def stop_tending(self) -> None:
+        """End `tend_pool` between two of its steps and wait for it (shutdown)."""
+        await self.tender.stop()
 
     async def close_pool(self) -> None:
         """Terminate the pooled processes and the hot sessions' processes."""
