@@ -41,3 +41,11 @@ class AutojumpEventLoop(asyncio.SelectorEventLoop):
 
 #: The `anyio_backend` value that runs a test on AutojumpEventLoop.
 VIRTUAL_TIME = ("asyncio", {"loop_factory": AutojumpEventLoop})
+
+
+def jumped() -> float:
+    """Virtual seconds the running AutojumpEventLoop has skipped so far: it changes only
+    when a timer ran out with nothing else to do (so a test can tell no wait happened)."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, AutojumpEventLoop)
+    return loop._skipped

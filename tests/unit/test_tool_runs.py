@@ -4,11 +4,13 @@ calls, the timeout, and the checks on the tools themselves (fakes, virtual time)
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
+from clinvk.domain import events as ev
 from clinvk.domain.config import Config, ServerConfig
 from clinvk.domain.errors import InvalidRequest
-from clinvk.domain.models import PromptRequest
+from clinvk.domain.models import PromptRequest, RunResult
 from clinvk.domain.tools import ClientTool, ToolOutcome, check_tools, choice_instruction
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import (
@@ -19,7 +21,7 @@ from tests.fakes import (
     FakeToolBridge,
     FakeToolCallingRunner,
 )
-from tests.virtual_time import VIRTUAL_TIME
+from tests.virtual_time import VIRTUAL_TIME, jumped
 
 pytestmark = pytest.mark.anyio
 
@@ -35,9 +37,9 @@ def anyio_backend():
     return VIRTUAL_TIME
 
 
-def _setup(tmp_path, script, *, announce=True, builtin=False):
+def _setup(tmp_path, script, *, announce=True, builtin=False, kind=FakeToolCallingRunner):
     bridge = FakeToolBridge()
-    runner = FakeToolCallingRunner(bridge, script, announce=announce)
+    runner = kind(bridge, script, announce=announce)
     config = Config(server=ServerConfig(default_workdir=str(tmp_path),
                                         tool_result_timeout_secs=TIMEOUT,
                                         builtin_tools=builtin))
@@ -97,8 +99,50 @@ async def test_unannounced_calls_arriving_together_are_one_answer(tmp_path):
     script = [[("get_weather", {"city": "Rome"}), ("get_time", {})]]
     runs, _, _, background = _setup(tmp_path, script, announce=False)
     async with background:
+        before = jumped()
         step = await runs.start(_request(), [WEATHER, TIME])
-        assert len(step.calls) == 2
+        assert len(step.calls) == 2 and jumped() > before  # the gathering time ran out
+
+
+async def test_announced_calls_are_answered_without_gathering(tmp_path):
+    """Calls the CLI announced (its tool_use events) are answered as soon as the last of
+    them reaches the bridge: no gathering timer runs out."""
+    script = [[("get_weather", {"city": "Rome"}), ("get_time", {})]]
+    runs, _, _, background = _setup(tmp_path, script)
+    async with background:
+        before = jumped()
+        step = await runs.start(_request(), [WEATHER, TIME])
+        assert len(step.calls) == 2 and jumped() == before
+
+
+class _LateAnnouncer(FakeToolCallingRunner):
+    """Makes its call first and announces it only once the call waits at the bridge (a
+    CLI whose output line comes after its HTTP call)."""
+
+    async def run(self, spec, on_event=None):
+        channel = self.bridge.channels[spec.tools.url]
+        async with anyio.create_task_group() as tg:
+            outcome = []
+
+            async def call() -> None:
+                outcome.append(await channel.call("get_weather", {"city": "Rome"}))
+
+            tg.start_soon(call)
+            while not channel._inner._waiting:  # the call is at the bridge
+                await anyio.lowlevel.checkpoint()
+            await on_event(ev.ToolUse(name="mcp__client__get_weather", input={}))
+        return RunResult(backend=spec.backend, output=outcome[0].output, exit_code=0,
+                         duration_ms=1)
+
+
+async def test_a_call_ahead_of_its_announcement_waits_only_for_it(tmp_path):
+    """A call that reaches the bridge before the CLI's announcement of it is answered as
+    soon as the announcement comes, not after the gathering time."""
+    runs, _, _, background = _setup(tmp_path, [], kind=_LateAnnouncer)
+    async with background:
+        before = jumped()
+        step = await runs.start(_request(), [WEATHER])
+        assert [c.name for c in step.calls] == ["get_weather"] and jumped() == before
 
 
 async def test_a_run_can_pause_again_after_a_result(tmp_path):
