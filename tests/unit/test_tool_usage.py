@@ -8,6 +8,7 @@ import json
 import pytest
 
 from clinvk.adapters.backends.claude import ClaudeDecoder
+from clinvk.adapters.http.anthropic.stream import MessageStreamWriter
 from clinvk.domain import events as ev
 from clinvk.domain.config import Config, ServerConfig
 from clinvk.domain.models import PromptRequest, RunSpec, TokenUsage
@@ -119,3 +120,12 @@ def test_claude_reports_usage_so_far_before_its_tool_calls():
     [final] = decoder.feed(result)
     assert not final.so_far and final.usage == TokenUsage(
         input_tokens=37, output_tokens=9, cached_tokens=4)
+
+
+def test_anthropic_stream_start_takes_no_usage_so_far():
+    """A usage so far before the stream opens stays out of message_start (its
+    message_delta has the whole usage; LangChain adds the two)."""
+    writer = MessageStreamWriter(id="msg_1", model="claude")
+    writer.event(ev.Usage(usage=TokenUsage(input_tokens=10, output_tokens=2), so_far=True))
+    start = json.loads(writer.open().split(b"data: ")[1].split(b"\n")[0])
+    assert start["message"]["usage"]["input_tokens"] == 0

@@ -62,7 +62,9 @@ class MessageStreamWriter:
 
     def event(self, event: ev.StreamEvent) -> bytes:
         """The SSE bytes one unified event adds (often none)."""
-        if isinstance(event, ev.Usage) and not event.cumulative:
+        # Not a usage so far: message_delta's usage (the whole) would be added to it by
+        # clients that sum the two, as LangChain does.
+        if isinstance(event, ev.Usage) and not event.cumulative and not event.so_far:
             self._input_tokens = translate.usage(event.usage).input_tokens
         piece = self._text.text(event)
         if piece is None:
