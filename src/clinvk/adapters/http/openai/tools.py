@@ -266,17 +266,18 @@ class ToolChat:
                     raise
                 await emit(b"data: " + _encode(internal_envelope()) + b"\n\n")
                 raise
+            # The rest of the answer in one write: each write wakes the client.
             if done.result is not None:
-                await emit(chunk({}, finish_reason(done.result.stop_reason)))
+                out = chunk({}, finish_reason(done.result.stop_reason))
                 if include_usage:
-                    await emit(chunk(None, final=done.result.token_usage))
+                    out += chunk(None, final=done.result.token_usage)
             else:
-                for i, call in enumerate(_calls_wire(done)):
-                    await emit(chunk({"tool_calls": [{"index": i, **call}]}))
-                await emit(chunk({}, "tool_calls"))
+                out = b"".join(chunk({"tool_calls": [{"index": i, **call}]})
+                               for i, call in enumerate(_calls_wire(done)))
+                out += chunk({}, "tool_calls")
                 if include_usage:
-                    await emit(chunk(None, final=done.usage))
-            await emit(b"data: [DONE]\n\n")
+                    out += chunk(None, final=done.usage)
+            await emit(out + b"data: [DONE]\n\n")
 
         def early_error(exc: BaseException) -> Response:
             if isinstance(exc, ClinvkError):
