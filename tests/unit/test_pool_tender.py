@@ -263,3 +263,29 @@ def test_stopping_the_timer_waits_for_a_start_under_way_and_leaves_nothing_behin
         assert all(p.ended for p in started)
 
     _run(main)
+
+
+def test_a_cli_that_cannot_start_is_tried_again_only_after_a_pause():
+    """When a start fails (the CLI is gone), the timer does not retry it at every look but
+    waits FAILED_START_SECS, then tries again."""
+    from clinvk.adapters.backends.pool import FAILED_START_SECS
+
+    async def main() -> None:
+        attempts: list[float] = []
+
+        async def broken(argv, cwd, env, label):
+            attempts.append(anyio.current_time())
+            raise FileNotFoundError(argv[0])
+
+        pool = WarmPool(spawner=broken, pace_secs=0.5)
+        await pool.add("cli", ARGV, CWD, ENV, 1, ceiling=1)
+        tender = PoolTender(pool, HotSessions(max_hot=0, idle_secs=1))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tender.tend)
+            await anyio.sleep(FAILED_START_SECS * 2.5)
+            await tender.stop()
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert 2 <= len(attempts) <= 4 and all(g >= FAILED_START_SECS for g in gaps)
+        await pool.aclose()
+
+    _run(main)

@@ -26,6 +26,8 @@ from clinvk.adapters.backends.pool_policy import PoolLimits, PoolPolicy
 from clinvk.adapters.backends.process import CliProcess, spawn
 
 PoolKey = tuple
+#: How long the pool's timer leaves a signature alone after a process failed to start.
+FAILED_START_SECS = 30.0
 T = TypeVar("T")
 
 #: Starts one waiting process: (argv, cwd, env, label) -> a process whose stdin is a pipe.
@@ -53,6 +55,8 @@ class _Slot:
         self.ready: deque[_Warm] = deque()
         self.starting = 0
         self.last_used = now
+        #: Until when the timer does not try again after a start failed (e.g. the CLI is gone).
+        self.failed_until = -math.inf
 
     @property
     def live(self) -> int:
@@ -232,6 +236,9 @@ class WarmPool:
                 due = min([due, *(w.born + policy.limits.idle_secs for w in slot.ready)])
                 if not quiet or slot.live >= policy.target:
                     continue
+                if slot.failed_until > now:
+                    due = min(due, slot.failed_until)
+                    continue
                 # Below target: look again once pacing allows (or the CPU may be idle).
                 due = min(due, max(policy.next_start(), now + max(policy.limits.pace_secs, 0.1)))
                 idle = self._idle()
@@ -246,7 +253,9 @@ class WarmPool:
         try:
             cli = await self._spawner(slot.argv, slot.cwd, slot.env, slot.backend)
         except OSError:
-            return False  # the CLI cannot start; requests will run cold and say why
+            # The CLI cannot start: requests will run cold and say why; the timer waits.
+            slot.failed_until = self._clock() + FAILED_START_SECS
+            return False
         finally:
             slot.starting -= 1
         if self._closed or slot not in self._slots.values():
