@@ -33,22 +33,21 @@ async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -
     failure: list[BaseException] = []
     disconnected = False
 
-    async def run(tg) -> None:
-        try:
-            result.append(await work())
-        except Exception as exc:  # re-raised bare below, not as an ExceptionGroup
-            failure.append(exc)
-        tg.cancel_scope.cancel()
-
     async def watch(tg) -> None:
         nonlocal disconnected
         await _wait_for_disconnect(request.receive)
         disconnected = True
         tg.cancel_scope.cancel()
 
+    # The work runs in this task (one task less per request); the watcher's cancel
+    # reaches it all the same, as it runs inside the group's scope.
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run, tg)
         tg.start_soon(watch, tg)
+        try:
+            result.append(await work())
+        except Exception as exc:  # noqa: BLE001 - re-raised bare below, not grouped
+            failure.append(exc)
+        tg.cancel_scope.cancel()
     if failure:
         raise failure[0]
     if disconnected or not result:
@@ -72,7 +71,7 @@ class EventStreamResponse:
 
     def __init__(
         self,
-        producer: Callable[[Emit, "EventStreamResponse"], Awaitable[None]],
+        producer: Callable[[Emit, EventStreamResponse], Awaitable[None]],
         *,
         media_type: str,
         heartbeat: bytes | None = None,
