@@ -311,3 +311,21 @@ def test_a_codex_backend_answer_reaches_codexs_output_whole(app_server, model_do
     model_double.set(reply="again")
     app_server.start_turn("once more")
     assert _turn(app_server) == (["again"], "again")
+
+
+def test_codex_runs_the_command_its_backend_model_asked_for(codex_client, model_double,
+                                                           clinvk_server):
+    """codex's function tools reach the backend claude's model through the bridge: the
+    model calls exec_command, codex runs it where codex runs (a file only the client's
+    folder holds), and its output, sent back as a function_call_output, resumes claude,
+    whose model quotes it as the turn's answer."""
+    (codex_client.cwd / "notes.txt").write_text("the secret is 42\n")
+    model_double.set(tool_use={"name": "mcp__client__exec_command",
+                               "input": {"cmd": "cat notes.txt"}})
+    out = codex_client.exec("claude", "what does notes.txt say?")
+    assert "the secret is 42" in out
+    offered = {t["name"] for c in _calls_of(model_double, "claude")
+               for t in c["body"].get("tools") or []}
+    assert "mcp__client__exec_command" in offered
+    assert not {"Bash", "Read", "exec_command"} & offered  # none of the backend's own
+    assert clinvk_server.wait_no_cli() == []
