@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from openai import OpenAI
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
+from clinvk.domain import events as ev
 from clinvk.domain.config import Config, ServerConfig
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import (
@@ -19,6 +21,7 @@ from tests.fakes import (
     FakeToolBridge,
     FakeToolCallingRunner,
 )
+from tests.support.live import LiveServer
 
 RESPONSES = "/openai/v1/responses"
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather",
@@ -217,3 +220,60 @@ def test_bad_tools_are_400s_naming_the_param(client, runner, body, param, stream
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
     assert runner.runs == []
+
+
+def test_the_sdks_stream_helper_assembles_the_calls_and_the_answer(tmp_path, bridge, runner):
+    """The openai SDK's `responses.stream` (which rebuilds the response from the events and
+    checks their order) gets the function_call with its arguments, then the text after
+    the output; a model message before the calls comes first in the output."""
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=5))
+    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
+                         ids=FakeIds(), tools=bridge)
+    with LiveServer(create_app(services)) as server, OpenAI(
+            base_url=f"{server.url}/openai/v1", api_key="x", max_retries=0) as sdk:
+        with sdk.responses.stream(model="claude", input="weather?", tools=[WEATHER]) as stream:
+            deltas = [e.delta for e in stream
+                      if e.type == "response.function_call_arguments.delta"]
+            first = stream.get_final_response()
+        [call] = first.output
+        assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
+        assert deltas == [call.arguments]
+        with sdk.responses.stream(model="claude", tools=[WEATHER], previous_response_id=first.id,
+                                  input=[{"type": "function_call_output",
+                                          "call_id": call.call_id, "output": "hail"}]) as stream:
+            text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+            second = stream.get_final_response()
+        assert text == second.output_text == "results: hail"
+
+
+class _TalkingRunner(FakeToolCallingRunner):
+    """Writes a sentence before its calls, as a model that says what it is about to do."""
+
+    async def run(self, spec, on_event=None):
+        if spec.tools is not None and on_event is not None and not self.runs:
+            await on_event(ev.TextDelta(text="Let me check."))
+        return await super().run(spec, on_event)
+
+
+def test_text_before_the_calls_is_a_message_item_first(tmp_path, bridge):
+    """Text the model wrote before its calls is a message item at output_index 0 and the
+    calls follow it (streamed: the message's events, then the call's); the SDK's stream
+    helper rebuilds the same output as the plain answer."""
+    runner = _TalkingRunner(bridge, [[("get_weather", {"city": "Paris"})]])
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=5))
+    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
+                         ids=FakeIds(), tools=bridge)
+    with LiveServer(create_app(services)) as server, OpenAI(
+            base_url=f"{server.url}/openai/v1", api_key="x", max_retries=0) as sdk:
+        with sdk.responses.stream(model="claude", input="weather?", tools=[WEATHER]) as stream:
+            indexes = [(e.type, e.output_index) for e in stream
+                       if e.type.startswith("response.output_item.")]
+            final = stream.get_final_response()
+        assert [item.type for item in final.output] == ["message", "function_call"]
+        assert final.output[0].content[0].text == "Let me check."
+        assert indexes == [("response.output_item.added", 0), ("response.output_item.done", 0),
+                           ("response.output_item.added", 1), ("response.output_item.done", 1)]
+        runner.runs.clear()
+        plain = sdk.responses.create(model="claude", input="weather?", tools=[WEATHER])
+        assert [item.type for item in plain.output] == ["message", "function_call"]
+        assert plain.output_text == "Let me check."
