@@ -182,7 +182,8 @@ async def test_holds_reuse_a_pooled_connection_and_leave_no_lock(
     postgres_server: PostgresServer,
 ) -> None:
     """Consecutive holds take their lock on the same pooled connection (no connect per
-    run), and once released no advisory lock is left on it."""
+    run), a failed update inside one leaves it usable, and once released no advisory lock
+    is left on it."""
     url = postgres_server.new_schema()
     store = PostgresSessionStore(url)
     try:
@@ -193,6 +194,13 @@ async def test_holds_reuse_a_pooled_connection_and_leave_no_lock(
         assert await hold_pids(url) == []
         async with store.hold("s2"):
             assert await hold_pids(url) == first
+
+            def failing(session: Session) -> Session:
+                raise RuntimeError("the change failed")
+
+            with pytest.raises(RuntimeError):  # the held connection's transaction ends
+                await store.update("s2", failing)
+            assert (await store.update("s2", bump)).turn_count == 1
         with pytest.raises(RuntimeError):
             async with store.hold("s1"):
                 raise RuntimeError("the run failed")

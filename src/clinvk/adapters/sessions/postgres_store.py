@@ -246,26 +246,29 @@ class PostgresSessionStore:
         """Apply `change` with the row locked (across replicas); return the new value."""
         if not valid_id(session_id):
             raise SessionNotFound(session_id)
-        async with (
-            self._connection("save the session") as conn,
-            _pipeline(conn),
-            conn.transaction(),
-        ):
-            # Pipelined: BEGIN goes with the SELECT, the UPDATE with the COMMIT.
+        async with self._connection("save the session") as conn, _pipeline(conn):
+            # Two round trips in pipeline mode: BEGIN goes with the SELECT, the UPDATE with
+            # the COMMIT (psycopg's transaction() would wait for the server at each edge).
+            await conn.execute("BEGIN")
             cursor = await conn.execute(
                 "SELECT record FROM clinvk_sessions WHERE id = %s FOR UPDATE", (session_id,)
             )
-            current = _load(await cursor.fetchone(), session_id)
-            if current is None:
-                raise SessionNotFound(session_id)
-            new = change(current)
-            if new.id != current.id:
-                raise ValueError("a session update must not change the session id")
+            try:
+                current = _load(await cursor.fetchone(), session_id)
+                if current is None:
+                    raise SessionNotFound(session_id)
+                new = change(current)
+                if new.id != current.id:
+                    raise ValueError("a session update must not change the session id")
+            except Exception:
+                await conn.execute("ROLLBACK")
+                raise
             await conn.execute(
                 "UPDATE clinvk_sessions SET backend = %s, status = %s, last_used = %s, "
                 "record = %s WHERE id = %s",
                 (*_columns(new), session_id),
             )
+            await conn.execute("COMMIT")
             return new
 
     async def delete(self, session_id: str) -> None:
@@ -472,6 +475,8 @@ class PostgresSessionStore:
                     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                         self._down = True
                         raise SessionStoreUnavailable(action, _cause(exc)) from exc
+                    finally:
+                        await _idle(held.conn)
                     return
         wait = self._wait()
         try:
@@ -511,6 +516,15 @@ class _Hold:
         self.key = key
         self.pooled = pooled
         self.lock = anyio.Lock()
+
+
+async def _idle(conn: psycopg.AsyncConnection) -> None:
+    """End a transaction a failed call left open, as the pool does for its connections
+    (the held one is not returned between calls)."""
+    status = conn.info.transaction_status
+    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR) and not conn.broken:
+        with anyio.CancelScope(shield=True), contextlib.suppress(psycopg.Error):
+            await conn.rollback()
 
 
 def _pipeline(conn: psycopg.AsyncConnection) -> contextlib.AbstractAsyncContextManager:
