@@ -27,7 +27,7 @@ import re
 import tempfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -41,7 +41,7 @@ from clinvk.domain.models import Session, SessionPage, SessionQuery
 LOCK_FILE = ".lock"
 _SUFFIX = ".json"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+_OLDEST = datetime.min.replace(tzinfo=UTC)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Session)
@@ -402,4 +402,4 @@ def _when(stamp: str) -> datetime | None:
 
 def _aware(moment: datetime) -> datetime:
     # Timestamps without an offset are taken as UTC, which is what clinvk writes.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
