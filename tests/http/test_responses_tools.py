@@ -69,9 +69,9 @@ def test_the_answer_is_a_function_call_and_its_output_resumes(client, runner):
     [call] = body["output"]
     assert (call["type"], call["name"], call["status"]) == ("function_call", "get_weather",
                                                              "completed")
-    assert call["call_id"].startswith("call_") and call["id"].startswith("fc_")
+    assert call["call_id"].startswith("call_") and call["id"].startswith("fc")
     assert json.loads(call["arguments"]) == {"city": "Paris"}
-    assert body["tools"] == [WEATHER] and body["store"] is False
+    assert body["tools"] == [WEATHER] and body["store"] is True
     assert len(runner.runs) == 1 and runner.runs[0].tools.names == ("get_weather",)
     second = client.post(RESPONSES, json={"model": "claude", "tools": [WEATHER], "input": [
         *ASK, call, *_outputs([call], "sunny")]})
@@ -277,3 +277,40 @@ def test_text_before_the_calls_is_a_message_item_first(tmp_path, bridge):
         plain = sdk.responses.create(model="claude", input="weather?", tools=[WEATHER])
         assert [item.type for item in plain.output] == ["message", "function_call"]
         assert plain.output_text == "Let me check."
+
+
+def test_the_conversation_is_kept_and_continues_by_replay(client, runner):
+    """Tool answers are stored (GET finds them, an item_reference to a call resolves);
+    after the final answer, a plain request with previous_response_id continues the
+    conversation in a fresh run whose prompt replays it: question, call, result, answer."""
+    first = client.post(RESPONSES, json={"model": "claude", "input": ASK,
+                                         "tools": [WEATHER]}).json()
+    [call] = first["output"]
+    assert client.get(f"{RESPONSES}/{first['id']}").json()["output"] == [call]
+    final = client.post(RESPONSES, json={
+        "model": "claude", "tools": [WEATHER], "previous_response_id": first["id"],
+        "input": _outputs([call], "sunny")}).json()
+    assert final["output"][0]["content"][0]["text"] == "results: sunny"
+    runner.script = []
+    after = client.post(RESPONSES, json={"model": "claude", "previous_response_id": final["id"],
+                                         "input": "and tomorrow?"})
+    assert after.status_code == 200, after.text
+    prompt = runner.runs[-1].prompt
+    for text in ("weather?", call["call_id"], "get_weather", "sunny", "results: sunny",
+                 "and tomorrow?"):
+        assert text in prompt
+    assert runner.runs[-1].resume_id is None
+    # A client that stored the answers may refer to the call instead of resending it.
+    replayed = client.post(RESPONSES, json={"model": "claude", "tools": [WEATHER], "input": [
+        *ASK, {"type": "item_reference", "id": call["id"]}, *_outputs([call], "fog")]})
+    assert replayed.status_code == 200 and replayed.headers["x-clinvk-tool-replay"] == "1"
+    assert "fog" in runner.runs[-1].prompt
+
+
+def test_store_false_keeps_nothing(client):
+    """With store: false the tool answers are not kept: store false in them, GET 404, no
+    session header."""
+    r = client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": [WEATHER],
+                                     "store": False})
+    assert r.json()["store"] is False and "x-clinvk-session-id" not in r.headers
+    assert client.get(f"{RESPONSES}/{r.json()['id']}").status_code == 404

@@ -30,12 +30,14 @@ from clinvk.adapters.http.openai.responses_schemas import (
     OpenAIResponseDeleted,
     OpenAIResponsesRequest,
     ResponsesError,
+    ResponsesOutputMessage,
     ResponsesOutputText,
     ResponsesStreamEvent,
     responses_request_decoder,
 )
 from clinvk.adapters.http.openai.responses_translate import (
     METADATA_KEY,
+    REPLAY_KEY,
     conversation_until,
     final_status,
     history_entry,
@@ -118,6 +120,14 @@ class ResponsesApi:
         except SessionNotFound:
             raise _UnknownResponse from None
 
+    async def _lookup(self, response_id: str) -> tuple[Session, dict[str, Any]] | None:
+        """The session a stored response is in, and the session's responses record."""
+        try:
+            session = await self._session(response_id)
+        except _UnknownResponse:
+            return None
+        return (session, _record(session)) if response_id in _stored(session) else None
+
     async def _continued(self, body: OpenAIResponsesRequest, *,
                          replay: bool = False) -> _Continuation:
         """What a request continues: previous_response_id's conversation (its session when
@@ -145,7 +155,8 @@ class ResponsesApi:
                 field="previous_response_id",
             )
         record = _record(session)
-        if record.get("latest") == previous and not replay:
+        # A conversation of runs with client tools has no CLI session to resume: replayed.
+        if record.get("latest") == previous and not replay and not record.get(REPLAY_KEY):
             return _Continuation(session_id=session.id)
         # An earlier response: the CLI's session holds later turns too and cannot branch,
         # so a new session replays the conversation up to that response.
@@ -194,20 +205,26 @@ class ResponsesApi:
         )
 
     async def _keep(self, session_id: str | None, response: OpenAIResponse,
-                    turns: list[Turn], *, fresh: bool) -> None:
+                    turns: list[Turn], *, fresh: bool, answer: str | None = None) -> None:
         """Record the response as its session's latest, and its turns in the session's
-        history (begun by a `fresh` session's first turn); store it unless `store: false`."""
+        history (begun by a `fresh` session's first turn); store it unless `store: false`.
+        `answer`: the answer's text for the history (default: the output message's)."""
         if session_id is None:
             return
         value = msgspec.to_builtins(response) if response.store else None
-        content = response.output[0].content if response.output else []
-        entry = history_entry(response.id, turns, content[0].text if content else "")
+        if answer is None:
+            first = response.output[0] if response.output else None
+            content = first.content if isinstance(first, ResponsesOutputMessage) else []
+            answer = content[0].text if content else ""
+        entry = history_entry(response.id, turns, answer)
 
         def change(current: Session) -> Session:
             stored = dict(_stored(current))
             if value is not None:
                 stored[response.id] = value
             record: dict[str, Any] = {"latest": response.id, "stored": stored}
+            if _record(current).get(REPLAY_KEY):
+                record[REPLAY_KEY] = True
             history = _record(current).get("history")
             if fresh:
                 record["history"] = [entry]
@@ -233,7 +250,8 @@ class ResponsesApi:
         runs = self.services.tool_runs
         if runs is not None and responses_tools.applies(body, runs):
             return await responses_tools.ToolResponses(
-                runs, self.services, self._continued, self._final).answer(request, body)
+                runs, self.services, continued=self._continued, final=self._final,
+                keep=self._keep, lookup=self._lookup).answer(request, body)
         continued = await self._continued(body)
         prompt = to_prompt_request(
             body,

@@ -9,14 +9,16 @@ free-form (`custom`) tools, `namespace` groups and `local_shell` are left out, a
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from clinvk.adapters.http.headers import BACKEND_HEADER
+from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
 from clinvk.adapters.http.openai.errors import (
     error_response,
     internal_envelope,
@@ -37,8 +39,11 @@ from clinvk.adapters.http.openai.responses_schemas import (
     ResponsesStreamEvent,
 )
 from clinvk.adapters.http.openai.responses_translate import (
+    METADATA_KEY,
+    REPLAY_KEY,
     content_text,
     decode_item,
+    input_turns,
     message_id,
     new_response_id,
     now,
@@ -53,9 +58,9 @@ from clinvk.adapters.http.streaming import (
     until_disconnect,
 )
 from clinvk.domain import events as ev
-from clinvk.domain.chat import TextStream
+from clinvk.domain.chat import TextStream, Turn, tool_call_text
 from clinvk.domain.errors import ClinvkError, InvalidRequest
-from clinvk.domain.models import PromptRequest
+from clinvk.domain.models import PromptRequest, Session
 from clinvk.domain.services import Services
 from clinvk.domain.tool_runs import ToolRunService, ToolStep
 from clinvk.domain.tools import (
@@ -76,6 +81,19 @@ _encode = msgspec.json.Encoder().encode
 Continued = Callable[..., Awaitable[Any]]
 #: (body, prompt, result, response id, message id, created_at) -> the final response.
 Final = Callable[..., OpenAIResponse]
+#: (session id, response, turns, fresh=..., answer=...) -> records it (responses.py).
+Keep = Callable[..., Awaitable[None]]
+#: response id -> (its session, the session's responses record), None when not stored.
+Lookup = Callable[[str], Awaitable[tuple[Session, dict[str, Any]] | None]]
+
+
+class _Keeping(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an answer is kept: its session (None: nowhere), whether the session begins
+    with it, and the turns it answers."""
+
+    session_id: str | None = None
+    fresh: bool = True
+    turns: list[Turn] = msgspec.field(default_factory=list)
 
 
 def _function_entries(body: OpenAIResponsesRequest) -> list[tuple[int, dict[str, Any]]]:
@@ -199,22 +217,36 @@ def applies(body: OpenAIResponsesRequest, runs: ToolRunService | None) -> bool:
 
 
 def function_calls(response_id: str, calls: tuple[ToolCall, ...]) -> list[ResponsesFunctionCall]:
-    """The output items of the CLI's calls (their ids carry the response's)."""
-    tail = response_id.removeprefix("resp_")[:24]
-    return [ResponsesFunctionCall(id=f"fc_{tail}{n}", call_id=c.id, name=c.name,
+    """The output items of the CLI's calls; their ids end with the response id's tail (as
+    the message's do), so an `item_reference` to one finds its stored response."""
+    tail = response_id.removeprefix("resp_")
+    return [ResponsesFunctionCall(id=f"fc{n}_{tail}", call_id=c.id, name=c.name,
                                   arguments=_encode(c.arguments).decode())
             for n, c in enumerate(calls)]
+
+
+def _answer_text(response: OpenAIResponse) -> str:
+    """The answer as the history keeps it: its text, then a line per call."""
+    lines = []
+    for item in response.output:
+        if isinstance(item, ResponsesFunctionCall):
+            lines.append(tool_call_text(item.name, item.call_id, item.arguments))
+        else:
+            lines += [part.text for part in item.content]
+    return "\n".join(lines)
 
 
 class ToolResponses:
     """The `/responses` handler for requests with client tools."""
 
-    def __init__(self, runs: ToolRunService, services: Services, continued: Continued,
-                 final: Final) -> None:
+    def __init__(self, runs: ToolRunService, services: Services, *, continued: Continued,
+                 final: Final, keep: Keep, lookup: Lookup) -> None:
         self.runs = runs
         self.services = services
         self.continued = continued
         self.final = final
+        self.keep = keep
+        self.lookup = lookup
 
     def _echoed(self, body: OpenAIResponsesRequest) -> list[dict[str, Any]]:
         return [entry for _, entry in _function_entries(body)]
@@ -224,24 +256,64 @@ class ToolResponses:
                                  backends=self.services.runner.names(), session_id=None,
                                  earlier=earlier)
 
-    async def _fresh_prompt(self, body: OpenAIResponsesRequest) -> PromptRequest:
-        """The prompt of a fresh run: the input after the conversation `previous_response_id`
-        names (replayed: a parked run keeps no session)."""
+    async def _fresh_prompt(self, body: OpenAIResponsesRequest) -> tuple[PromptRequest,
+                                                                        list[Turn]]:
+        """The prompt of a fresh run, and the earlier turns it replays: the conversation
+        `previous_response_id` names (a parked run keeps no session to resume)."""
         if not body.previous_response_id:
-            return self._prompt(body)
+            return self._prompt(body), []
         try:
             continued = await self.continued(body, replay=True)
         except InvalidRequest as exc:
             if exc.field != "previous_response_id":
                 raise
             raise InvalidRequest(
-                exc.message + " A response that ended in function calls, or answered "
-                "their results, is not kept (its run keeps no session): send the whole "
-                "input instead.", field="previous_response_id") from None
+                exc.message + " (a response created with store: false is not kept; send "
+                "the whole input instead)", field="previous_response_id") from None
         prompt = self._prompt(body, continued.earlier)
         if continued.workdir and prompt.workdir is None:
             prompt = msgspec.structs.replace(prompt, workdir=continued.workdir)
-        return prompt
+        return prompt, continued.earlier
+
+    async def _keeping(self, body: OpenAIResponsesRequest, prompt: PromptRequest,
+                       earlier: list[Turn] | None) -> _Keeping:
+        """Where the answer will be kept: the conversation's session when the request
+        continues its latest response, else a new session (its history begins with the
+        replayed turns); nowhere with `store: false`, or when a resumed run's earlier turns
+        are not known (`earlier` None)."""
+        if body.store is False:
+            return _Keeping()
+        turns = input_turns(body)
+        previous = body.previous_response_id
+        found = await self.lookup(previous) if previous else None
+        if found is not None:
+            session, record = found
+            if record.get(REPLAY_KEY) and record.get("latest") == previous:
+                return _Keeping(session_id=session.id, fresh=False, turns=turns)
+        if earlier is None:
+            if previous:
+                try:
+                    earlier = (await self.continued(body, replay=True)).earlier
+                except InvalidRequest:
+                    return _Keeping()  # the run goes on; its conversation is not known
+            else:
+                earlier = []
+        return _Keeping(session_id=await self._open(prompt), turns=[*earlier, *turns])
+
+    async def _open(self, prompt: PromptRequest) -> str:
+        """A new session holding a conversation of runs with client tools (no CLI session:
+        continuing it replays it)."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        session = Session(
+            id=uuid.uuid4().hex, backend=prompt.backend, created_at=now, last_used=now,
+            working_dir=self.services.prompt.workdir(prompt.workdir), model=prompt.model,
+            initial_prompt=prompt.prompt[:1000],
+            title=prompt.prompt.strip().splitlines()[0][:80] if prompt.prompt.strip() else "",
+            tags=list(self.services.config.session.default_tags),
+            metadata={**prompt.metadata, METADATA_KEY: {REPLAY_KEY: True}},
+        )
+        await self.services.store.create(session)
+        return session.id
 
     def check(self, body: OpenAIResponsesRequest) -> tuple[list[ClientTool], ToolChoice,
                                                             list[ToolOutcome]]:
@@ -266,7 +338,7 @@ class ToolResponses:
                 return step, base
         if results:
             on_replay()
-        prompt = fresh or await self._fresh_prompt(body)
+        prompt = fresh or (await self._fresh_prompt(body))[0]
         builtin = body.clinvk.builtin_tools if body.clinvk else None
         step = await self.runs.start(prompt, tools, choice=choice, builtin_tools=builtin,
                                      on_event=on_event)
@@ -280,9 +352,14 @@ class ToolResponses:
         """Answer with text, or with the CLI's function calls."""
         tools, choice, results = self.check(body)
         # A fresh run's prompt is built (and refused) up front; a resumed run needs none.
-        fresh = None if self._resumes(body, results) else await self._fresh_prompt(body)
+        fresh, earlier = None, None
+        if not self._resumes(body, results):
+            fresh, earlier = await self._fresh_prompt(body)
+        keeping = await self._keeping(body, fresh or self._prompt(body), earlier)
+        response_id = new_response_id(keeping.session_id)
         if body.stream:
-            return self._stream(body, tools, choice, results, fresh)  # type: ignore[return-value]
+            return self._stream(body, tools, choice, results, fresh,  # type: ignore[return-value]
+                                keeping, response_id)
         texts, pieces = TextStream(), []
         headers: dict[str, str] = {}
 
@@ -300,13 +377,20 @@ class ToolResponses:
         except ClientDisconnected:
             return Response(status_code=499)
         headers[BACKEND_HEADER] = prompt.backend
-        response_id, created_at = new_response_id(None), now()
         text = "".join(pieces) if step.result is None else ""
-        response = self._response(body, prompt, step, response_id, created_at, text)
+        response = self._response(body, prompt, step, response_id, now(), text, keeping)
+        await self._record(keeping, response)
+        if keeping.session_id:
+            headers[SESSION_HEADER] = keeping.session_id
         return json_response(response, headers=headers)
 
+    async def _record(self, keeping: _Keeping, response: OpenAIResponse) -> None:
+        await self.keep(keeping.session_id, response, keeping.turns, fresh=keeping.fresh,
+                        answer=_answer_text(response))
+
     def _response(self, body: OpenAIResponsesRequest, prompt: PromptRequest, step: ToolStep,
-                  response_id: str, created_at: int, text: str) -> OpenAIResponse:
+                  response_id: str, created_at: int, text: str,
+                  keeping: _Keeping) -> OpenAIResponse:
         if step.result is not None:
             response = self.final(body, prompt, step.result, response_id,
                                   message_id(response_id), created_at)
@@ -322,12 +406,13 @@ class ToolResponses:
                                        tokens=step.usage)
         response.tools = self._echoed(body)
         response.tool_choice = body.tool_choice or "auto"
-        response.store = False  # not kept: a parked run keeps no session
+        response.store = keeping.session_id is not None
         return response
 
     def _stream(self, body: OpenAIResponsesRequest, tools: list[ClientTool], choice: ToolChoice,
-                results: list[ToolOutcome], fresh: PromptRequest | None) -> EventStreamResponse:
-        response_id, created_at = new_response_id(None), now()
+                results: list[ToolOutcome], fresh: PromptRequest | None, keeping: _Keeping,
+                response_id: str) -> EventStreamResponse:
+        created_at = now()
         msg_id = message_id(response_id)
         seq = [0]
         opened: list[str] = []  # the text streamed into the open message item
@@ -342,7 +427,7 @@ class ToolResponses:
                                        model=body.model, status=status, output=[], **fields)
             response.tools = self._echoed(body)
             response.tool_choice = body.tool_choice or "auto"
-            response.store = False
+            response.store = keeping.session_id is not None
             return response
 
         def opening() -> bytes:
@@ -427,7 +512,9 @@ class ToolResponses:
                 response.headers[BACKEND_HEADER] = prompt.backend
             await begin()
             streamed = "".join(opened)
-            final = self._response(body, prompt, step, response_id, created_at, streamed)
+            final = self._response(body, prompt, step, response_id, created_at, streamed,
+                                   keeping)
+            await self._record(keeping, final)
             out = b""
             if step.result is not None:
                 out += open_message()
@@ -445,13 +532,15 @@ class ToolResponses:
                 return error_response(exc)
             raise exc
 
-        backend = fresh.backend if fresh is not None else None
+        headers = {BACKEND_HEADER: fresh.backend} if fresh is not None else {}
+        if keeping.session_id:
+            headers[SESSION_HEADER] = keeping.session_id
         return EventStreamResponse(
             produce,
             media_type="text/event-stream",
             heartbeat=b": ping\n\n",
             heartbeat_secs=self.services.config.server.heartbeat_secs,
             on_early_error=early_error,
-            headers={BACKEND_HEADER: backend} if backend else {},
+            headers=headers,
         )
 

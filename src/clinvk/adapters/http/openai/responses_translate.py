@@ -65,6 +65,9 @@ from clinvk.domain.models import Effort, PromptRequest, StopReason, TokenUsage
 #: Session metadata key holding `{"latest": id, "stored": {id: response}, "history":
 #: [entry, ...]}` (history: every turn of the session, see HistoryEntry).
 METADATA_KEY = "openai.responses"
+#: Set in that record for a conversation of runs with client tools: such a run keeps no CLI
+#: session, so continuing the conversation replays it (responses_tools.py).
+REPLAY_KEY = "replay"
 
 _RANDOM_LEN = 32
 _encode_json = msgspec.json.Encoder().encode
