@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -11,8 +11,14 @@ from starlette.types import Receive, Scope, Send
 
 T = TypeVar("T")
 
-#: Write one chunk of the body; the first call sends the status line and headers.
-Emit = Callable[[bytes], Awaitable[None]]
+
+
+class Emit(Protocol):
+    """Write one chunk of the body; the first call sends the status line and headers.
+    `last=True` ends the body with this chunk (one write less than ending it after), and
+    anything emitted after it is dropped."""
+
+    def __call__(self, chunk: bytes, *, last: bool = False) -> Awaitable[None]: ...
 
 
 class ClientDisconnected(Exception):
@@ -92,6 +98,7 @@ class EventStreamResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lock = anyio.Lock()
         last_write = anyio.current_time()
+        ended = False
 
         async def start() -> None:
             headers = [(b"content-type", self.media_type.encode())]
@@ -100,14 +107,17 @@ class EventStreamResponse:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             self.started = True
 
-        async def emit(chunk: bytes) -> None:
-            nonlocal last_write
+        async def emit(chunk: bytes, *, last: bool = False) -> None:
+            nonlocal last_write, ended
             async with lock:
+                if ended:
+                    return
                 if not self.started:
                     await start()
                     if self.opening is not None:
                         chunk = self.opening() + chunk
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                ended = last
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                 last_write = anyio.current_time()
 
         async def beat() -> None:
@@ -150,6 +160,8 @@ class EventStreamResponse:
             return
         if not self.started:
             await emit(b"")
+        if ended:
+            return
         try:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:

@@ -228,7 +228,7 @@ class ToolMessages:
                 await emit(writer.error(None))
                 raise
             if step.result is not None:
-                await emit(writer.close(step.result))
+                await emit(writer.close(step.result), last=True)
                 return
             out = writer.open() + _sse("content_block_stop", {"index": 0})
             for i, block in enumerate(_tool_blocks(step), start=1):
@@ -241,7 +241,7 @@ class ToolMessages:
                 "delta": {"stop_reason": "tool_use", "stop_sequence": None},
                 "usage": translate.usage(step.usage)})
             out += _sse("message_stop", {})
-            await emit(out)
+            await emit(out, last=True)
 
         def early_error(exc: BaseException) -> Response:
             if isinstance(exc, ClinvkError):

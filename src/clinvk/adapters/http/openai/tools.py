@@ -277,7 +277,7 @@ class ToolChat:
                 out += chunk({}, "tool_calls")
                 if include_usage:
                     out += chunk(None, final=done.usage)
-            await emit(out + b"data: [DONE]\n\n")
+            await emit(out + b"data: [DONE]\n\n", last=True)
 
         def early_error(exc: BaseException) -> Response:
             if isinstance(exc, ClinvkError):
