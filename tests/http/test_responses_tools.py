@@ -5,6 +5,7 @@ previous_response_id, the replay, tool_choice, and the 400s; other tool types un
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from openai import OpenAI
@@ -314,3 +315,27 @@ def test_store_false_keeps_nothing(client):
                                      "store": False})
     assert r.json()["store"] is False and "x-clinvk-session-id" not in r.headers
     assert client.get(f"{RESPONSES}/{r.json()['id']}").status_code == 404
+
+
+def test_previous_response_id_replays_when_the_run_is_gone(tmp_path, bridge, runner):
+    """An output sent with previous_response_id after its run ended (the result timeout)
+    is replayed: the stored conversation (question and call) and the output make the
+    prompt of a fresh run, and the answer says so."""
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=5,
+                                        tool_result_timeout_secs=0.05))
+    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
+                         ids=FakeIds(), tools=bridge)
+    with TestClient(create_app(services)) as c:
+        first = c.post(RESPONSES, json={"model": "claude", "input": ASK,
+                                        "tools": [WEATHER]}).json()
+        [call] = first["output"]
+        while services.tool_runs.parked():  # the run ends once nobody answered in time
+            time.sleep(0.01)
+        runner.script = []
+        r = c.post(RESPONSES, json={"model": "claude", "tools": [WEATHER],
+                                    "previous_response_id": first["id"],
+                                    "input": _outputs([call], "late")})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-clinvk-tool-replay"] == "1"
+        prompt = runner.runs[-1].prompt
+        assert "weather?" in prompt and call["call_id"] in prompt and "late" in prompt

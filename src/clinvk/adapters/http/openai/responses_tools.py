@@ -168,10 +168,11 @@ def _items(body: OpenAIResponsesRequest) -> list[tuple[int, ResponsesInputItem]]
     return [(i, item) for i, item in decoded if item is not None]
 
 
-def tool_results(body: OpenAIResponsesRequest, runs: ToolRunService) -> list[ToolOutcome]:
+def tool_results(body: OpenAIResponsesRequest, runs: ToolRunService,
+                 earlier_calls: frozenset[str] = frozenset()) -> list[ToolOutcome]:
     """The `function_call_output` items after the last message (the results the client
-    sends now); each must answer a call of the input, or one a parked run waits for (the
-    input of a `previous_response_id` request holds only the outputs)."""
+    sends now); each must answer a call of the input, of the stored `previous_response_id`
+    (`earlier_calls`), or one a parked run waits for."""
     items = _items(body)
     start = 0
     for k in range(len(items) - 1, -1, -1):
@@ -180,6 +181,7 @@ def tool_results(body: OpenAIResponsesRequest, runs: ToolRunService) -> list[Too
             break
     known = {item.call_id for _, item in items
              if isinstance(item, (ResponsesFunctionCallItem, ResponsesLocalShellCallItem))}
+    known |= earlier_calls
     results = []
     for i, item in items[start:]:
         if not isinstance(item, ResponsesFunctionCallOutputItem):
@@ -315,8 +317,18 @@ class ToolResponses:
         await self.services.store.create(session)
         return session.id
 
-    def check(self, body: OpenAIResponsesRequest) -> tuple[list[ClientTool], ToolChoice,
-                                                            list[ToolOutcome]]:
+    async def _earlier_calls(self, body: OpenAIResponsesRequest) -> frozenset[str]:
+        """The call ids of the stored response `previous_response_id` names."""
+        found = await self.lookup(body.previous_response_id) if body.previous_response_id \
+            else None
+        if found is None:
+            return frozenset()
+        stored = found[1].get("stored", {}).get(body.previous_response_id, {})
+        return frozenset(item.get("call_id") for item in stored.get("output", [])
+                         if isinstance(item, dict) and item.get("type") == "function_call")
+
+    def check(self, body: OpenAIResponsesRequest, earlier_calls: frozenset[str] = frozenset()
+              ) -> tuple[list[ClientTool], ToolChoice, list[ToolOutcome]]:
         """Refuse bad tools before anything runs (streams too: their errors would otherwise
         come after the 200)."""
         if body.clinvk and body.clinvk.session_id:
@@ -325,7 +337,7 @@ class ToolResponses:
                 "input, or previous_response_id", field="clinvk.session_id")
         tools = client_tools(body)
         choice = tool_choice(body, [t.name for t in tools])
-        return tools, choice, tool_results(body, self.runs)
+        return tools, choice, tool_results(body, self.runs, earlier_calls)
 
     async def _step(self, body: OpenAIResponsesRequest, tools: list[ClientTool],
                     choice: ToolChoice, results: list[ToolOutcome],
@@ -350,7 +362,7 @@ class ToolResponses:
 
     async def answer(self, request: Request, body: OpenAIResponsesRequest) -> Response:
         """Answer with text, or with the CLI's function calls."""
-        tools, choice, results = self.check(body)
+        tools, choice, results = self.check(body, await self._earlier_calls(body))
         # A fresh run's prompt is built (and refused) up front; a resumed run needs none.
         fresh, earlier = None, None
         if not self._resumes(body, results):
