@@ -109,3 +109,21 @@ def test_a_run_with_client_tools_names_the_catalog(tmp_path):
     plain = RunSpec(backend="codex", prompt="hi", workdir=str(tmp_path))
     assert not any("model_catalog_json" in a
                    for a in backend.invocation(plain, BackendConfig(), str(codex), None).argv)
+
+
+def test_prepare_renders_the_catalog_before_the_argv_is_built(tmp_path):
+    """`prepare` (called by the runner in a worker thread) renders the catalog of a run
+    with client tools; building its argv then finds it without another call; a run
+    without tools renders nothing."""
+    codex = _fake_codex(tmp_path, f"echo '{json.dumps(CATALOG)}'\n")
+    backend = CodexBackend(DirectToolsCatalogs())
+    plain = RunSpec(backend="codex", prompt="hi", workdir=str(tmp_path))
+    backend.prepare(plain, BackendConfig(), str(codex))
+    assert not (tmp_path / "calls").exists()
+    tools = BridgeSpec(url="http://127.0.0.1:1/mcp/t", names=("get_weather",))
+    spec = RunSpec(backend="codex", prompt="hi", workdir=str(tmp_path), tools=tools)
+    backend.prepare(spec, BackendConfig(), str(codex))
+    assert (tmp_path / "calls").read_text() == "debug models\n"
+    argv = backend.invocation(spec, BackendConfig(), str(codex), None).argv
+    assert any(a.startswith("model_catalog_json=") for a in argv)
+    assert (tmp_path / "calls").read_text() == "debug models\n"

@@ -469,6 +469,18 @@ class CodexBackend:
     def _flags(self, spec: RunSpec, config: BackendConfig) -> list[str]:
         return [*config.extra_flags, *check_extra(spec.extra, self.allowed_extra, self.name)]
 
+    def prepare(self, spec: RunSpec, config: BackendConfig, command: str) -> None:
+        """Render the catalog a run with client tools names (a blocking call, once), so
+        building its argv finds it ready; the runner calls this in a worker thread."""
+        if spec.tools is not None:
+            self._catalog(spec, config, command)
+
+    def _catalog(self, spec: RunSpec, config: BackendConfig, command: str) -> str | None:
+        assert spec.tools is not None
+        env = build_env(self.env_prefixes, config, {})
+        return self._catalogs.path(command, env, self._flags(spec, config),
+                                   builtin_tools=spec.tools.builtin_tools)
+
     def _options(
         self, spec: RunSpec, config: BackendConfig, command: str, system_prompt_file: str | None
     ) -> list[str]:
@@ -487,10 +499,7 @@ class CodexBackend:
             # codex passes the level on as the Responses API's `reasoning.effort`.
             argv += ["-c", f"model_reasoning_effort={_toml_string(spec.effort)}"]
         if spec.tools is not None:
-            env = build_env(self.env_prefixes, config, {})
-            catalog = self._catalogs.path(command, env, self._flags(spec, config),
-                                          builtin_tools=spec.tools.builtin_tools)
-            argv += bridge_flags(spec.tools, catalog)
+            argv += bridge_flags(spec.tools, self._catalog(spec, config, command))
         flags = self._flags(spec, config)
         argv += flags
         if spec.max_retries is not None:

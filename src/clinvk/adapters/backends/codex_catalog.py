@@ -86,9 +86,9 @@ class DirectToolsCatalogs:
 
     def _write(self, command: str, env: Mapping[str, str], overrides: list[str],
                builtin_tools: bool) -> str | None:
-        # Once per codex, home and flags: a short blocking call (about a second), like the
-        # `--version` probe. The catalog the runs would use (codex may refresh it from its
-        # provider), else, if that fails or hangs, the one shipped with the binary.
+        # Once per codex, home and flags (about a second; the runner calls the backend's
+        # `prepare` in a worker thread). The catalog the runs would use (codex may refresh
+        # it from its provider), else, if that fails or hangs, the one shipped with codex.
         base = [command, "debug", "models", *overrides]
         catalog = self._render(base, env)
         if direct_tools(catalog, builtin_tools=builtin_tools) is None:

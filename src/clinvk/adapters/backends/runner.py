@@ -290,6 +290,11 @@ class SubprocessBackendRunner:
         exe = found.path
         if exe is None:
             raise BackendUnavailable(spec.backend, found.problem or "not found")
+        prepare = getattr(backend, "prepare", None)
+        if prepare is not None:
+            # What a backend's argv needs that takes a blocking call (codex: its model
+            # catalog for client tools), off the event loop.
+            await anyio.to_thread.run_sync(prepare, spec, cfg, exe, abandon_on_cancel=True)
         sp_file = _write_temp(spec.system_prompt, ".md") if spec.system_prompt else None
         stdin_file: str | None = None
         files = contextlib.ExitStack()
