@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from clinvk.adapters.http.errors import decode_body
 from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
-from clinvk.adapters.http.openai import responses_tools
+from clinvk.adapters.http.openai import responses_tool_items, responses_tools
 from clinvk.adapters.http.openai.errors import (
     error_response,
     error_type,
@@ -248,7 +248,7 @@ class ResponsesApi:
         body: OpenAIResponsesRequest = await self._dereferenced(
             decode_body(responses_request_decoder, raw))
         runs = self.services.tool_runs
-        if runs is not None and responses_tools.applies(body, runs):
+        if runs is not None and responses_tool_items.applies(body, runs):
             return await responses_tools.ToolResponses(
                 runs, self.services, continued=self._continued, final=self._final,
                 keep=self._keep, lookup=self._lookup).answer(request, body)
