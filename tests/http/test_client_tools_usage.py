@@ -129,3 +129,22 @@ def test_native_and_responses_tool_call_answers_report_the_usage_so_far(client):
                    "parameters": WEATHER["function"]["parameters"]}]}).json()
     assert [o["type"] for o in responses["output"]] == ["function_call"]
     assert (responses["usage"]["input_tokens"], responses["usage"]["output_tokens"]) == (10, 2)
+
+
+def test_native_stream_done_lines_report_each_answers_part(client):
+    """Streamed native answers: the tool_calls `done` line has the usage so far, the
+    resumed stream's `done` the rest of the run's."""
+    tools = [{"name": "get_weather", "parameters": WEATHER["function"]["parameters"]}]
+    first = client.post("/api/v1/prompt", json={
+        "backend": "claude", "prompt": "weather?", "tools": tools,
+        "output_format": "stream-json"}).text
+    lines = [json.loads(line) for line in first.splitlines() if line.strip()]
+    [call] = [x["content"] for x in lines if x["type"] == "tool_call"]
+    [done] = [x["content"] for x in lines if x["type"] == "done"]
+    assert (done["usage"]["input_tokens"], done["usage"]["output_tokens"]) == (10, 2)
+    second = client.post("/api/v1/prompt", json={
+        "backend": "claude", "output_format": "stream-json",
+        "tool_results": [{"call_id": call["id"], "output": "sunny"}]}).text
+    lines = [json.loads(line) for line in second.splitlines() if line.strip()]
+    [done] = [x["content"] for x in lines if x["type"] == "done"]
+    assert (done["usage"]["input_tokens"], done["usage"]["output_tokens"]) == (15, 4)

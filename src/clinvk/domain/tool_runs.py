@@ -23,7 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from clinvk.domain.config import Config
 from clinvk.domain.errors import InvalidRequest
-from clinvk.domain.events import StreamEvent, ToolUse, Usage
+from clinvk.domain.events import Done, StreamEvent, ToolUse, Usage
 from clinvk.domain.models import PromptRequest, PromptResult, TokenUsage
 from clinvk.domain.prompt import PromptService
 from clinvk.domain.tools import (
@@ -236,6 +236,8 @@ class ToolRunService:
                     usage = result.token_usage.minus(run.reported)
                     return ToolStep(result=msgspec.structs.replace(result, token_usage=usage),
                                     usage=usage)
+                if isinstance(item, Done):  # the run's usage: this answer's part of it
+                    item = msgspec.structs.replace(item, usage=item.usage.minus(run.reported))
                 if on_event is not None:
                     await on_event(item)  # type: ignore[arg-type]
         finally:
