@@ -100,3 +100,53 @@ hot_session_ops = st.lists(
     ),
     max_size=40,
 )
+
+# -- client tools (Responses API and native API) -------------------------------------------
+
+_tool_names = st.sampled_from(["get_weather", "get_time", "", "bad name", "x" * 65]) | st.text(
+    max_size=10)
+_schemas = st.one_of(
+    json_values,
+    st.fixed_dictionaries({}, optional={
+        "type": st.sampled_from(["object", "string", "nope"]) | json_values,
+        "properties": st.dictionaries(st.text(max_size=5), json_values, max_size=3)
+        | json_values,
+        "required": st.lists(st.text(max_size=5), max_size=2) | json_values,
+    }),
+)
+
+#: `tools` / `tool_choice` / input-item fragments of a Responses request, well formed or not.
+responses_tool_fields = st.fixed_dictionaries({}, optional={
+    "tools": st.lists(st.one_of(
+        st.fixed_dictionaries({"type": st.just("function"), "name": _tool_names | json_values},
+                              optional={"parameters": _schemas, "strict": json_values,
+                                        "description": json_values}),
+        st.dictionaries(st.sampled_from(["type", "name", "tools"]), json_values, max_size=3),
+        json_values,
+    ), max_size=3),
+    "tool_choice": st.sampled_from(["auto", "none", "required", "any"]) | json_values
+    | st.fixed_dictionaries({"type": st.sampled_from(["function", "allowed_tools", "x"])},
+                            optional={"name": _tool_names, "mode": json_values}),
+    "input": st.lists(st.one_of(
+        st.just({"role": "user", "content": "hi"}),
+        st.fixed_dictionaries({"type": st.sampled_from(["function_call_output",
+                                                        "function_call"])},
+                              optional={"call_id": st.text(max_size=8) | json_values,
+                                        "output": json_values, "name": _tool_names,
+                                        "arguments": json_values}),
+    ), min_size=1, max_size=4),
+})
+
+#: `tools` / `tool_choice` / `tool_results` of a native prompt, well formed or not.
+native_tool_fields = st.fixed_dictionaries({}, optional={
+    "tools": st.lists(st.one_of(
+        st.fixed_dictionaries({"name": _tool_names | json_values},
+                              optional={"parameters": _schemas, "description": json_values}),
+        json_values,
+    ), max_size=3) | json_values,
+    "tool_choice": st.sampled_from(["auto", "none", "required", "get_weather"]) | json_values,
+    "builtin_tools": json_values,
+    "tool_results": st.lists(st.fixed_dictionaries(
+        {}, optional={"call_id": st.text(max_size=8) | json_values, "output": json_values,
+                      "is_error": json_values}), max_size=2) | json_values,
+})

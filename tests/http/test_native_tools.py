@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
@@ -20,6 +21,7 @@ from tests.fakes import (
     FakeToolBridge,
     FakeToolCallingRunner,
 )
+from tests.strategies import native_tool_fields
 
 PROMPT = "/api/v1/prompt"
 WEATHER = {"name": "get_weather", "description": "The weather",
@@ -134,3 +136,19 @@ def test_bad_input_is_a_problem_naming_the_field(client, runner, body, field, st
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["field"] == field
     assert runner.runs == []
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=native_tool_fields)
+def test_arbitrary_tool_fields_are_answered_or_a_problem(client, runner, fields):
+    """Any tools, tool_choice, builtin_tools and tool_results, well formed or not, are
+    answered or refused with a problem+json 400 naming a field, never a server error."""
+    runner.script = []
+    # json.dumps writes infinities as Infinity, which the decoder refuses: a 400 too.
+    r = client.post(PROMPT, content=json.dumps({**ASK, **fields}),
+                    headers={"content-type": "application/json"})
+    assert r.status_code in (200, 400), r.text
+    if r.status_code == 400:
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["field"]

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from openai import OpenAI
 from starlette.testclient import TestClient
 
@@ -22,6 +23,7 @@ from tests.fakes import (
     FakeToolBridge,
     FakeToolCallingRunner,
 )
+from tests.strategies import responses_tool_fields
 from tests.support.live import LiveServer
 
 RESPONSES = "/openai/v1/responses"
@@ -339,3 +341,18 @@ def test_previous_response_id_replays_when_the_run_is_gone(tmp_path, bridge, run
         assert r.headers["x-clinvk-tool-replay"] == "1"
         prompt = runner.runs[-1].prompt
         assert "weather?" in prompt and call["call_id"] in prompt and "late" in prompt
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=responses_tool_fields)
+def test_arbitrary_tool_fields_are_answered_or_a_400(client, runner, fields):
+    """Any tools, tool_choice and tool items, well formed or not, are answered or refused
+    with a 400 in OpenAI's envelope naming a field, never a server error."""
+    runner.script = []
+    # json.dumps writes infinities as Infinity, which the decoder refuses: a 400 too.
+    r = client.post(RESPONSES, content=json.dumps({"model": "claude", "input": ASK, **fields}),
+                    headers={"content-type": "application/json"})
+    assert r.status_code in (200, 400), r.text
+    if r.status_code == 400:
+        assert r.json()["error"]["param"]
