@@ -103,50 +103,59 @@ hot_session_ops = st.lists(
 
 # -- client tools (Responses API and native API) -------------------------------------------
 
+#: JSON values a client can send (no infinities: JSON has none).
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+
 _tool_names = st.sampled_from(["get_weather", "get_time", "", "bad name", "x" * 65]) | st.text(
     max_size=10)
 _schemas = st.one_of(
-    json_values,
+    _json,
     st.fixed_dictionaries({}, optional={
-        "type": st.sampled_from(["object", "string", "nope"]) | json_values,
-        "properties": st.dictionaries(st.text(max_size=5), json_values, max_size=3)
-        | json_values,
-        "required": st.lists(st.text(max_size=5), max_size=2) | json_values,
+        "type": st.sampled_from(["object", "string", "nope"]) | _json,
+        "properties": st.dictionaries(st.text(max_size=5), _json, max_size=3)
+        | _json,
+        "required": st.lists(st.text(max_size=5), max_size=2) | _json,
     }),
 )
 
 #: `tools` / `tool_choice` / input-item fragments of a Responses request, well formed or not.
 responses_tool_fields = st.fixed_dictionaries({}, optional={
     "tools": st.lists(st.one_of(
-        st.fixed_dictionaries({"type": st.just("function"), "name": _tool_names | json_values},
-                              optional={"parameters": _schemas, "strict": json_values,
-                                        "description": json_values}),
-        st.dictionaries(st.sampled_from(["type", "name", "tools"]), json_values, max_size=3),
-        json_values,
+        st.fixed_dictionaries({"type": st.just("function"), "name": _tool_names | _json},
+                              optional={"parameters": _schemas, "strict": _json,
+                                        "description": _json}),
+        st.dictionaries(st.sampled_from(["type", "name", "tools"]), _json, max_size=3),
+        _json,
     ), max_size=3),
-    "tool_choice": st.sampled_from(["auto", "none", "required", "any"]) | json_values
+    "tool_choice": st.sampled_from(["auto", "none", "required", "any"]) | _json
     | st.fixed_dictionaries({"type": st.sampled_from(["function", "allowed_tools", "x"])},
-                            optional={"name": _tool_names, "mode": json_values}),
+                            optional={"name": _tool_names, "mode": _json}),
     "input": st.lists(st.one_of(
         st.just({"role": "user", "content": "hi"}),
         st.fixed_dictionaries({"type": st.sampled_from(["function_call_output",
                                                         "function_call"])},
-                              optional={"call_id": st.text(max_size=8) | json_values,
-                                        "output": json_values, "name": _tool_names,
-                                        "arguments": json_values}),
+                              optional={"call_id": st.text(max_size=8) | _json,
+                                        "output": _json, "name": _tool_names,
+                                        "arguments": _json}),
     ), min_size=1, max_size=4),
 })
 
 #: `tools` / `tool_choice` / `tool_results` of a native prompt, well formed or not.
 native_tool_fields = st.fixed_dictionaries({}, optional={
     "tools": st.lists(st.one_of(
-        st.fixed_dictionaries({"name": _tool_names | json_values},
-                              optional={"parameters": _schemas, "description": json_values}),
-        json_values,
-    ), max_size=3) | json_values,
-    "tool_choice": st.sampled_from(["auto", "none", "required", "get_weather"]) | json_values,
-    "builtin_tools": json_values,
+        st.fixed_dictionaries({"name": _tool_names | _json},
+                              optional={"parameters": _schemas, "description": _json}),
+        _json,
+    ), max_size=3) | _json,
+    "tool_choice": st.sampled_from(["auto", "none", "required", "get_weather"]) | _json,
+    "builtin_tools": _json,
     "tool_results": st.lists(st.fixed_dictionaries(
-        {}, optional={"call_id": st.text(max_size=8) | json_values, "output": json_values,
-                      "is_error": json_values}), max_size=2) | json_values,
+        {}, optional={"call_id": st.text(max_size=8) | _json, "output": _json,
+                      "is_error": _json}), max_size=2) | _json,
 })
