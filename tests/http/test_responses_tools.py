@@ -354,3 +354,18 @@ def test_arbitrary_tool_fields_are_answered_or_a_400(client, runner, fields):
     assert r.status_code in (200, 400), r.text
     if r.status_code == 400:
         assert r.json()["error"]["param"]
+
+
+def test_tools_after_a_plain_turn_replay_its_conversation(client, runner):
+    """A request with tools whose previous_response_id names a plain run's answer gets a
+    fresh run (the CLI's session is not resumed while tools are offered) whose prompt
+    carries the earlier turn."""
+    plain = client.post(RESPONSES, json={"model": "claude", "input": "my name is Zed"})
+    assert plain.status_code == 200, plain.text
+    r = client.post(RESPONSES, json={"model": "claude", "tools": [WEATHER],
+                                     "previous_response_id": plain.json()["id"],
+                                     "input": "weather?"})
+    assert r.status_code == 200 and r.json()["output"][0]["type"] == "function_call"
+    spec = runner.runs[-1]
+    assert spec.tools is not None and spec.resume_id is None
+    assert "my name is Zed" in spec.prompt and spec.prompt.endswith("weather?")
