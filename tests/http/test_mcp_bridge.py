@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from mcp import Client
@@ -126,10 +127,12 @@ async def test_a_long_wait_gets_heartbeats_before_its_result(bridge):
     assert body.endswith(b"\n\n") and b'"text":"rain"' in body.split(b"event: message\n")[1]
 
 
-async def test_a_quick_answer_comes_without_heartbeats():
+@pytest.mark.parametrize("heartbeat_secs", [3600, 0])
+async def test_a_quick_answer_comes_without_heartbeats(heartbeat_secs):
     """A call answered before its first heartbeat gets the SSE headers and the result
-    together, with no heartbeat (and no task of its own) spent on it."""
-    bridge = LoopbackToolBridge(heartbeat_secs=3600)
+    together, with no heartbeat (and no task of its own) spent on it; 0 turns heartbeats
+    off."""
+    bridge = LoopbackToolBridge(heartbeat_secs=heartbeat_secs)
     channel = await bridge.open([WEATHER])
     bodies = []
     try:
@@ -141,6 +144,8 @@ async def test_a_quick_answer_comes_without_heartbeats():
 
             tg.start_soon(call)
             made = await channel.next_call()
+            for _ in range(20):  # let the waiting call run: a heartbeat due now would go out
+                await anyio.lowlevel.checkpoint()
             assert channel.answer(ToolOutcome(call_id=made.id, output="sun"))
     finally:
         await bridge.close()

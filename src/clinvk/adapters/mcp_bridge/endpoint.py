@@ -40,7 +40,8 @@ class BridgeEndpoint:
     def __init__(self, lookup: Callable[[str], BridgeChannel | None], *,
                  heartbeat_secs: float = 15) -> None:
         self._lookup = lookup
-        self._heartbeat = heartbeat_secs
+        # 0 (or less) turns heartbeats off, as on the public server's streams.
+        self._heartbeat = heartbeat_secs if heartbeat_secs > 0 else math.inf
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
