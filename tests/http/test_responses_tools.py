@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from openai import OpenAI
@@ -369,3 +370,36 @@ def test_tools_after_a_plain_turn_replay_its_conversation(client, runner):
     spec = runner.runs[-1]
     assert spec.tools is not None and spec.resume_id is None
     assert "my name is Zed" in spec.prompt and spec.prompt.endswith("weather?")
+
+
+class _SlowAfterResults(FakeToolCallingRunner):
+    """Thinks a while after getting the results before it answers (emits nothing)."""
+
+    async def run(self, spec, on_event=None):
+        async def quiet(event):
+            if isinstance(event, ev.ToolResult):
+                await anyio.sleep(0.5)
+            if on_event is not None:
+                await on_event(event)
+
+        return await super().run(spec, quiet)
+
+
+def test_a_resumed_stream_gets_heartbeats_while_the_cli_is_silent(tmp_path, bridge):
+    """While the resumed CLI is silent, `: ping` comments keep the stream alive (after
+    response.created / in_progress, which open it, and before the answer's events); the
+    events still number from 0."""
+    runner = _SlowAfterResults(bridge, [[("get_weather", {"city": "Paris"})]])
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=0.05))
+    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
+                         ids=FakeIds(), tools=bridge)
+    with TestClient(create_app(services)) as c:
+        first = c.post(RESPONSES, json={"model": "claude", "input": ASK,
+                                        "tools": [WEATHER]}).json()
+        second = c.post(RESPONSES, json={"model": "claude", "tools": [WEATHER], "stream": True,
+                                         "previous_response_id": first["id"],
+                                         "input": _outputs(first["output"], "sunny")})
+    assert second.text.index(": ping") < second.text.index("event: response.output_item.added")
+    events = _events(second.text)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "results: sunny"

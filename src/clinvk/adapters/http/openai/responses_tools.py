@@ -361,6 +361,8 @@ class ToolResponses:
                 if not response.started:
                     response.headers[REPLAY_HEADER] = "1"
 
+            if fresh is None:  # a parked run goes on: heartbeats may open the stream now
+                response.opening = opening
             try:
                 step, prompt = await self._step(body, tools, choice, results, fresh,
                                                 on_event, replayed)
