@@ -153,6 +153,8 @@ class ToolPrompt:
 
         async def produce(emit: Emit, response: EventStreamResponse) -> None:
             started = time.monotonic()
+            if results:  # a parked run goes on: heartbeats may start the stream now
+                response.opening = lambda: b""
 
             async def send(event: ev.StreamEvent) -> None:
                 content = msgspec.structs.asdict(event)
