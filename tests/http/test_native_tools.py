@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from starlette.testclient import TestClient
 
 from clinvk.adapters.http.app import create_app
+from clinvk.domain import events as ev
 from clinvk.domain.config import Config, ServerConfig
 from clinvk.entrypoints.bootstrap import bootstrap
 from tests.fakes import (
@@ -150,3 +152,31 @@ def test_arbitrary_tool_fields_are_answered_or_a_problem(client, runner, fields)
     if r.status_code == 400:
         assert r.headers["content-type"].startswith("application/problem+json")
         assert r.json()["field"]
+
+
+class _SlowAfterResults(FakeToolCallingRunner):
+    """Thinks a while after getting the results before it says anything."""
+
+    async def run(self, spec, on_event=None):
+        async def quiet(event):
+            if isinstance(event, ev.ToolResult):
+                await anyio.sleep(0.5)
+            if on_event is not None:
+                await on_event(event)
+
+        return await super().run(spec, quiet)
+
+
+def test_a_resumed_stream_gets_heartbeats_while_the_cli_is_silent(tmp_path, bridge):
+    """While the resumed CLI is silent, heartbeat lines keep the stream alive, before its
+    own lines."""
+    runner = _SlowAfterResults(bridge, [[("get_weather", {"city": "Paris"})]])
+    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=0.05))
+    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
+                         ids=FakeIds(), tools=bridge)
+    with TestClient(create_app(services)) as c:
+        [call] = c.post(PROMPT, json={**ASK, "tools": [WEATHER]}).json()["tool_calls"]
+        second = c.post(PROMPT, json={"backend": "claude", "output_format": "stream-json",
+                                      "tool_results": [{"call_id": call["id"], "output": "x"}]})
+    kinds = [json.loads(line)["type"] for line in second.text.splitlines()]
+    assert kinds[0] == "heartbeat" and kinds[-1] == "done"
