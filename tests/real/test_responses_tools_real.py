@@ -63,7 +63,8 @@ def test_responses_round_trip(oai, server, model_double, backend, stream, previo
     """The answer is a completed response whose output is the model's function_call
     (streamed: output_item.added, function_call_arguments.delta/.done, output_item.done)
     while the CLI waits in it; its function_call_output (with previous_response_id, or
-    after the whole input) resumes the same CLI, whose model quotes it."""
+    after the whole input) resumes the same CLI, whose model quotes it; a later turn with
+    previous_response_id replays the kept conversation."""
     model_double.set(tool_use={"name": SEEN[backend], "input": {"city": "Paris"}})
     ask = [{"role": "user", "content": ASK}]
     if stream:
@@ -100,6 +101,17 @@ def test_responses_round_trip(oai, server, model_double, backend, stream, previo
     sent = json.dumps(generation_requests(model_double.requests())[-1]["body"])
     assert "sunny, 21 C" in sent  # the CLI gave its model the result
     assert server.wait_no_cli() == []
+    if previous and not stream:
+        # The conversation was kept: the next turn continues it (a fresh run replaying
+        # the question, the call and its result).
+        model_double.set(tool_use=None, reply="take an umbrella")
+        third = oai.responses.create(model=MODEL[backend], previous_response_id=second.id,
+                                     input="and tomorrow?")
+        assert third.output_text == "take an umbrella"
+        prompt = json.dumps(generation_requests(model_double.requests())[-1]["body"])
+        for text in (ASK, call.call_id, "sunny, 21 C", "and tomorrow?"):
+            assert text in prompt
+        assert server.wait_no_cli() == []
 
 
 @pytest.mark.parametrize("stream", [False, True])
