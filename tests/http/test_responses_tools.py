@@ -182,6 +182,7 @@ def test_tool_choice_none_runs_without_tools_and_required_is_asked(client, runne
     r = client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": [WEATHER],
                                      "tool_choice": "none"})
     assert r.status_code == 200 and runner.runs[-1].tools is None
+    assert runner.runs[-1].ephemeral is True  # the conversation is kept beside, not twice
     client.post(RESPONSES, json={"model": "claude", "input": ASK, "tools": [WEATHER],
                                  "tool_choice": {"type": "function", "name": "get_weather"}})
     assert "'get_weather'" in runner.runs[-1].system_prompt

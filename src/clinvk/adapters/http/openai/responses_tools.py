@@ -112,9 +112,12 @@ class ToolResponses:
         return [entry for _, entry in function_entries(body)]
 
     def _prompt(self, body: OpenAIResponsesRequest, earlier=None) -> PromptRequest:
-        return to_prompt_request(body, config=self.services.config,
-                                 backends=self.services.runner.names(), session_id=None,
-                                 earlier=earlier)
+        # Ephemeral: this module keeps the conversation itself (also for tool_choice none,
+        # which is a plain run).
+        prompt = to_prompt_request(body, config=self.services.config,
+                                   backends=self.services.runner.names(), session_id=None,
+                                   earlier=earlier)
+        return msgspec.structs.replace(prompt, ephemeral=True)
 
     async def _fresh_prompt(self, body: OpenAIResponsesRequest) -> tuple[PromptRequest,
                                                                         list[Turn]]:
