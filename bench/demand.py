@@ -94,11 +94,15 @@ POOL_SETUPS = {
 }
 
 
-def pool_phase(double: ModelDouble, scratch: Path, n: int, backend: str) -> dict[str, Any]:
+def pool_phase(double: ModelDouble, scratch: Path, n: int, backend: str, *,
+               setups: list[str] | None = None, **server_config: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     route = ROUTES["openai"]
     for name, section in POOL_SETUPS.items():
-        server = start(double, scratch / f"pool-{len(out)}", backends={backend: section})
+        if setups is not None and name not in setups:
+            continue
+        server = start(double, scratch / f"pool-{len(out)}", backends={backend: section},
+                       **server_config)
         client = httpx.Client()
         try:
             if section:
@@ -414,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--turns", type=int, default=4, help="mixed: turns per conversation")
     ap.add_argument("--mixed-setups", default="",
                     help="mixed: comma-separated setup names (default: all four)")
+    ap.add_argument("--pool-setups", default="",
+                    help="pool: comma-separated setup names (default: all four)")
+    ap.add_argument("--spare-priority", default="", choices=["", "low", "normal"],
+                    help="pool: server.warm_pool_spare_priority (default: the server's)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "demand.json"))
     args = ap.parse_args(argv)
     phases = args.phases.split(",")
@@ -425,7 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     with ModelDouble(words=WORDS, delay_ms=DELAY_MS) as double:
         if "pool" in phases:
             log("pool: claude, streamed OpenAI requests")
-            results["pool"] = pool_phase(double, scratch, args.n, "claude")
+            extra = ({"warm_pool_spare_priority": args.spare_priority}
+                     if args.spare_priority else {})
+            results["pool_config"] = extra
+            results["pool"] = pool_phase(
+                double, scratch, args.n, "claude",
+                setups=args.pool_setups.split(",") if args.pool_setups else None, **extra)
         if "turn2" in phases:
             log("turn 2: hot vs cold")
             results["turn2"] = turn2_phase(double, scratch, max(4, args.n // 2),

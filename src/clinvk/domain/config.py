@@ -86,6 +86,9 @@ class ServerConfig(_Section):
     #: Idle CPU (cores) the machine must have for the warm pool to grow beyond its floor;
     #: 0 = grow whatever the load.
     warm_pool_min_idle_cores: float = 1.0
+    #: CPU priority of a warm pool's spare while it starts: `low` (it yields to live runs;
+    #: raised back when a run takes it, or `normal` where that is not permitted) or `normal`.
+    warm_pool_spare_priority: Literal["low", "normal"] = "low"
     #: Sessions whose CLI process stays alive after a turn, waiting for the next one
     #: (claude, codex, gemini); the least recently used is ended beyond this. 0 = off.
     hot_sessions_max: int = 0

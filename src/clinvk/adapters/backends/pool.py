@@ -8,6 +8,10 @@ is started fresh), so no conversation context ever carries from one request to t
 How many processes each invocation keeps ready follows demand (see `pool_policy`): the
 configured `warm_pool` is the floor, misses grow it up to `warm_pool_max`, quiet time
 shrinks it back.
+
+Spares start at low CPU priority where it can be undone (see `priority`): they take only
+the CPU live runs leave idle, and a run that takes one raises it back first. Spares at
+normal priority are started only while no run is waiting for its first text.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
 
+from clinvk.adapters.backends import priority
 from clinvk.adapters.backends.pool_policy import PoolLimits, PoolPolicy
 from clinvk.adapters.backends.process import CliProcess, spawn
 
@@ -32,10 +38,25 @@ T = TypeVar("T")
 
 #: Starts one waiting process: (argv, cwd, env, label) -> a process whose stdin is a pipe.
 Spawner = Callable[[list[str], str, dict[str, str], str], Awaitable[CliProcess]]
+#: Raises a spare that started low back to normal priority; False if it could not be.
+Promoter = Callable[[Any], Awaitable[bool]]
 
 
-async def _spawn_waiting(argv: list[str], cwd: str, env: dict[str, str], label: str) -> CliProcess:
-    return await spawn(argv, cwd=cwd, env=env, stdin=True, label=label)
+async def _spawn_waiting(
+    argv: list[str], cwd: str, env: dict[str, str], label: str, *, mode: str = "normal"
+) -> CliProcess:
+    return await spawn(argv, cwd=cwd, env=env, stdin=True, label=label, priority=mode)
+
+
+def spare_priority(mode: priority.Mode) -> tuple[Spawner, Promoter | None]:
+    """The spawner and promoter of spares that start in `mode` (see `priority.choose`)."""
+    if mode == "normal":
+        return _spawn_waiting, None
+
+    async def promote(cli: CliProcess) -> bool:
+        return await anyio.to_thread.run_sync(priority.restore, cli.process.pid, mode)
+
+    return partial(_spawn_waiting, mode=mode), promote
 
 
 class _Warm(msgspec.Struct):
@@ -70,6 +91,9 @@ class PoolStats(msgspec.Struct):
     expired: int = 0
     died: int = 0
     shrunk: int = 0
+    #: Spares raised back to normal priority when handed out / that could not be.
+    promoted: int = 0
+    promote_failed: int = 0
 
 
 def pool_key(argv: list[str], cwd: str, env: dict[str, str]) -> PoolKey:
@@ -84,9 +108,13 @@ class WarmPool:
         self, *, idle_secs: float = 300, shrink_secs: float = 60, pace_secs: float = 0.5,
         spawner: Spawner = _spawn_waiting, clock: Callable[[], float] = anyio.current_time,
         idle: Callable[[], float | None] = lambda: None, min_idle_cores: float = 1.0,
+        promote: Promoter | None = None, calm: Callable[[], bool] = lambda: True,
     ) -> None:
         """`idle`: the machine's idle cores just now (see `CpuIdle`); None = not known, and
-        starts are not held back by load."""
+        starts are not held back by load. `promote`: raises a spare the `spawner` started
+        low back to normal priority when it is handed out (None: spares start normal).
+        `calm`: whether no run is waiting for its first text; spares at normal priority
+        are started only then (beyond `add`)."""
         self._slots: dict[PoolKey, _Slot] = {}
         self._idle_secs = idle_secs
         self._shrink_secs = shrink_secs
@@ -95,10 +123,20 @@ class WarmPool:
         self._clock = clock
         self._idle = idle
         self._min_idle_cores = min_idle_cores
+        self._promote = promote
+        self._calm = calm
         self._closed = False
         self.stats = PoolStats()
         #: Requests served by a warm process, per backend.
         self.hits: dict[str, int] = {}
+
+    @property
+    def spares_low(self) -> bool:
+        """Whether spares start at low priority (so they may start beside a run's start)."""
+        return self._promote is not None
+
+    def _may_start(self) -> bool:
+        return self._promote is not None or self._calm()
 
     def ready(self, backend: str | None = None) -> int:
         """Processes waiting for a prompt (for one backend, or all)."""
@@ -163,9 +201,16 @@ class WarmPool:
         await self._drop_unusable(slot, now)
         slot.policy.on_request(now, ready=len(slot.ready))
         if slot.ready:
-            warm = slot.ready.pop()  # the newest: it will wait longest before it expires
+            # The oldest: the likeliest to be done starting (a newer one may still be).
+            warm = slot.ready.popleft()
             self.stats.hits += 1
             self.hits[slot.backend] = self.hits.get(slot.backend, 0) + 1
+            if self._promote is not None:
+                with anyio.CancelScope(shield=True):  # handed out either way
+                    if await self._promote(warm.cli):
+                        self.stats.promoted += 1
+                    else:
+                        self.stats.promote_failed += 1
             return warm.cli
         self.stats.misses += 1
         return None
@@ -197,6 +242,8 @@ class WarmPool:
         with anyio.CancelScope(shield=True):
             now = self._clock()
             await self._drop_unusable(slot, now)
+            if not self._may_start():
+                return  # a run is starting: keep_filled tries again, or the timer does
             idle = self._idle()
             if slot.policy.starts(now, ready=slot.live, capacity=capacity, idle_cores=idle):
                 await self._start(slot)

@@ -41,6 +41,7 @@ class PoolTender:
         self._capacity = capacity
         self._clock = clock
         self._live = 0
+        self._opening = 0
         self._changed: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
         self._ended: anyio.Event | None = None
@@ -52,13 +53,30 @@ class PoolTender:
         """Runs in progress."""
         return self._live
 
+    @property
+    def calm(self) -> bool:
+        """Whether no live run is still waiting for its first text (its latency-critical
+        start, which a spare starting at normal priority would slow)."""
+        return self._opening == 0
+
     @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """Mark one run as live for its duration; its end wakes the tender."""
+    def running(self) -> Iterator[Callable[[], None]]:
+        """Mark one run as live for its duration; its end wakes the tender. Yields what the
+        run calls once it has answered (its start is over; at the latest, its end)."""
         self._live += 1
+        self._opening += 1
+        opening = True
+
+        def answered() -> None:
+            nonlocal opening
+            if opening:
+                opening = False
+                self._opening -= 1
+
         try:
-            yield
+            yield answered
         finally:
+            answered()
             self._live -= 1
             self.poke()
 

@@ -170,7 +170,8 @@ class CliProcess:
 
 
 async def spawn(
-    argv: list[str], *, cwd: str, env: dict[str, str], stdin: str | None | bool, label: str = ""
+    argv: list[str], *, cwd: str, env: dict[str, str], stdin: str | None | bool, label: str = "",
+    priority: str = "normal",
 ) -> CliProcess:
     """Start argv under its run supervisor in a new process group, with stdout on a large
     non-blocking pipe; return once the CLI was exec'd.
@@ -178,6 +179,7 @@ async def spawn(
     `stdin`: a file path to read stdin from (a regular file, because gemini drops a large
     prompt arriving through a pipe); True for a pipe the caller writes later (warm
     processes); None for /dev/null (codex blocks on an open stdin, claude waits 3 s).
+    `priority`: "normal", or how a warm pool's spare starts low (see priority.py).
     Raises OSError when the command cannot be started (its `filename` is `cwd` when the
     working directory is missing, else the command).
     """
@@ -191,7 +193,8 @@ async def spawn(
     lifeline = _lifeline()
     supervised = [
         sys.executable, "-I", "-S", SUPERVISOR,
-        str(status_write), str(lifeline), str(os.getpid()), "--", *argv,
+        str(status_write), str(lifeline), str(os.getpid()),
+        *([f"--priority={priority}"] if priority != "normal" else []), "--", *argv,
     ]
     try:
         try:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import anyio
 import msgspec
 
-from clinvk.adapters.backends import cli_state
+from clinvk.adapters.backends import cli_state, priority
 from clinvk.adapters.backends.base import CliBackend, build_env
 from clinvk.adapters.backends.claude import ClaudeBackend
 from clinvk.adapters.backends.codex import CodexBackend
@@ -20,7 +20,13 @@ from clinvk.adapters.backends.environment import CliEnvironment, missing_variabl
 from clinvk.adapters.backends.faults import explain_failure, start_failure
 from clinvk.adapters.backends.gemini import GeminiBackend
 from clinvk.adapters.backends.hot import HotProcess, HotSessions
-from clinvk.adapters.backends.pool import CpuIdle, WarmPool, beside, pool_key
+from clinvk.adapters.backends.pool import (
+    CpuIdle,
+    WarmPool,
+    beside,
+    pool_key,
+    spare_priority,
+)
 from clinvk.adapters.backends.pool_tender import PoolTender
 from clinvk.adapters.backends.process import ProcessGroups, ProcessOutcome, drive, spawn
 from clinvk.adapters.backends.registry import RunRegistry
@@ -40,6 +46,9 @@ from clinvk.ports import EventSink
 
 #: Events after which a run's latency-critical start is over: the pool may start a spare.
 _ANSWERING = (TextDelta, Message, ToolUse)
+#: With spares starting at low priority, how long the one a run took still waits before it
+#: is replaced: the run's prompt write and its CLI's first steps go first.
+LOW_SPARE_HEAD_START_SECS = 0.05
 
 
 def default_backends() -> dict[str, CliBackend]:
@@ -66,9 +75,11 @@ class SubprocessBackendRunner:
         self._environment = CliEnvironment(config.server, os.environ, secrets)
         self.groups = ProcessGroups(runs)
         server = config.server
+        spawner, promote = spare_priority(priority.detect(server.warm_pool_spare_priority))
         self.pool = WarmPool(
             idle_secs=server.warm_pool_idle_secs, shrink_secs=server.warm_pool_shrink_secs,
             idle=CpuIdle(), min_idle_cores=server.warm_pool_min_idle_cores,
+            spawner=spawner, promote=promote, calm=lambda: self.tender.calm,
         )
         self.hot = HotSessions(
             max_hot=server.hot_sessions_max, idle_secs=server.hot_session_idle_secs
@@ -280,10 +291,12 @@ class SubprocessBackendRunner:
         return tuple(inv.argv) + (("<prompt on stdin>",) if on_stdin else ())
 
     async def run(self, spec: RunSpec, on_event: EventSink | None = None) -> RunResult:
-        with self.tender.running():  # the pool's timer starts no spare while runs are live
-            return await self._run(spec, on_event)
+        with self.tender.running() as opened:  # the timer starts no spare while runs are live
+            return await self._run(spec, on_event, opened)
 
-    async def _run(self, spec: RunSpec, on_event: EventSink | None) -> RunResult:
+    async def _run(
+        self, spec: RunSpec, on_event: EventSink | None, opened: Callable[[], None]
+    ) -> RunResult:
         backend = self._backend(spec.backend)
         cfg = self._config.backend(spec.backend)
         found = self.locate(spec.backend)
@@ -339,9 +352,14 @@ class SubprocessBackendRunner:
             answered = anyio.Event()
 
             async def replenish() -> None:
-                # The run's own start is over once it answers: only then does the pool start
-                # spares (a CLI starting takes most of a core), paced, for the next requests.
-                await answered.wait()
+                # A spare at normal priority starts once the run has answered (a CLI starting
+                # takes most of a core); one that starts low yields the CPU to the run, so it
+                # starts at once, after the prompt is written, to be ready sooner.
+                if self.pool.spares_low:
+                    with anyio.move_on_after(LOW_SPARE_HEAD_START_SECS):
+                        await answered.wait()
+                else:
+                    await answered.wait()
                 if warm is not None:
                     await self.pool.keep_filled(warm[0], lambda: self._capacity(spec.backend))
 
@@ -352,6 +370,7 @@ class SubprocessBackendRunner:
                         await on_event(event)
                 if any(isinstance(e, _ANSWERING) for e in events):
                     answered.set()
+                    opened()
 
             async def on_stderr_line(line: bytes) -> None:
                 # Some CLIs report progress (retries) only on stderr.

@@ -1,7 +1,7 @@
 """The run supervisor: a tiny process between the server and one CLI, so no CLI outlives it.
 
 The server starts every CLI as `python -I -S supervise.py STATUS_FD LIFELINE_FD SERVER_PID
--- ARGV...` (see process.py). This process leads the run's process group; it forks the CLI
+[--priority=MODE] -- ARGV...` (see process.py). This process leads the run's process group; it forks the CLI
 into that group and then only waits. It is a child subreaper (Linux), so every descendant of
 the CLI stays below it even when its parent dies, including helpers that left the group with
 setsid (codex's shells) — the server alone cannot find those once their parent is gone.
@@ -14,6 +14,11 @@ SIGKILL as its parent-death signal, should this process be killed outright.
 
 When the CLI exits by itself, any descendant it left behind is killed and this process exits
 the way the CLI did (the same code, or the same signal), so the server sees the CLI's exit.
+
+With `--priority=autogroup` or `--priority=idle` (a warm pool's spare, see priority.py) it
+lowers itself before it forks the CLI, so the CLI and all its threads start low: its
+session's autogroup to nice 19, and with `idle` also SCHED_IDLE and nice 19 (inherited).
+The server raises the tree back when a run takes the spare.
 
 It reports on STATUS_FD, once: `ok <cli pid>` after a successful exec, or `err <errno>` when
 the command could not be started. Standard library only, no clinvk imports: it runs with
@@ -146,9 +151,28 @@ def _exit_like(status: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+def _lower(mode: str) -> None:
+    """Start low (see priority.py); what the kernel refuses is left as it is."""
+    if mode not in ("autogroup", "idle"):
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write("19")
+    except OSError:
+        pass
+    if mode == "idle":
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 19)
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError):
+            pass
+
+
 def main(argv: list[str]) -> None:
     status_fd, lifeline, parent = int(argv[1]), int(argv[2]), int(argv[3])
-    command = argv[5:]
+    split = argv.index("--", 4)
+    options = dict(a[2:].partition("=")[::2] for a in argv[4:split])
+    command = argv[split + 1:]
     os.set_inheritable(status_fd, False)
     if lifeline >= 0:
         os.set_inheritable(lifeline, False)
@@ -162,6 +186,7 @@ def main(argv: list[str]) -> None:
         signal.signal(sig, lambda *_: None)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
+    _lower(options.get("priority", "normal"))
     me = os.getpid()
     err_r, err_w = os.pipe()
     cli = os.fork()
