@@ -230,3 +230,41 @@ def test_restoring_a_spare_that_is_gone_is_not_an_error():
         never = int(f.read()) + 1  # no process can have it (a real pid could be reused)
     assert priority.restore(never, "idle") is True
     assert priority.restore(never, "normal") is True
+
+
+async def test_a_spare_still_starting_is_handed_out_last_and_grows_the_pool():
+    """take() prefers the oldest spare done starting; when every spare is still busy it
+    hands out the oldest anyway (sooner than cold) and counts a miss, so the pool grows."""
+    log: list[tuple[str, int]] = []
+    pool = _low_pool(log)
+    busy: set[int] = set()
+    pool._starting = lambda cli: cli.number in busy
+    await pool.add("cli", ARGV, CWD, ENV, 2, ceiling=3)
+    busy.add(0)
+    cli = await pool.take(KEY)
+    assert cli is not None and cli.number == 1
+    assert pool.size() == 2 and pool.stats.busy == 0
+    await pool.refill(KEY)
+    busy.update({0, 2})
+    cli = await pool.take(KEY)
+    assert cli is not None and cli.number == 0
+    assert pool.size() == 3 and pool.stats.busy == 1 and pool.stats.hits == 2
+    await pool.aclose()
+
+
+async def test_a_real_process_is_starting_while_it_computes_and_not_once_it_waits(tmp_path):
+    """A process burning CPU is still starting; one blocked reading its stdin is not."""
+    env = {"PATH": os.environ["PATH"]}
+    spinning = await spawn(["python3", "-c", "while True: pass"], cwd=str(tmp_path), env=env,
+                           stdin=True)
+    waiting = await spawn(THREADED, cwd=str(tmp_path), env=env, stdin=True)
+    try:
+        assert priority.starting(spinning.process.pid)
+        await _up(waiting)
+        with anyio.fail_after(60):  # a hang guard: `up` is printed just before it blocks
+            while priority.starting(waiting.process.pid):
+                await anyio.sleep(0.01)
+        assert priority.starting(spinning.process.pid)
+    finally:
+        await spinning.discard()
+        await waiting.discard()

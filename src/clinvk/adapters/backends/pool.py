@@ -91,6 +91,8 @@ class PoolStats(msgspec.Struct):
     expired: int = 0
     died: int = 0
     shrunk: int = 0
+    #: Spares handed out while still starting (they count as misses for growth).
+    busy: int = 0
     #: Spares raised back to normal priority when handed out / that could not be.
     promoted: int = 0
     promote_failed: int = 0
@@ -109,12 +111,14 @@ class WarmPool:
         spawner: Spawner = _spawn_waiting, clock: Callable[[], float] = anyio.current_time,
         idle: Callable[[], float | None] = lambda: None, min_idle_cores: float = 1.0,
         promote: Promoter | None = None, calm: Callable[[], bool] = lambda: True,
+        starting: Callable[[Any], bool] = lambda cli: False,
     ) -> None:
         """`idle`: the machine's idle cores just now (see `CpuIdle`); None = not known, and
         starts are not held back by load. `promote`: raises a spare the `spawner` started
         low back to normal priority when it is handed out (None: spares start normal).
         `calm`: whether no run is waiting for its first text; spares at normal priority
-        are started only then (beyond `add`)."""
+        are started only then (beyond `add`). `starting`: whether a waiting process is
+        still busy starting (see `priority.starting`)."""
         self._slots: dict[PoolKey, _Slot] = {}
         self._idle_secs = idle_secs
         self._shrink_secs = shrink_secs
@@ -125,6 +129,7 @@ class WarmPool:
         self._min_idle_cores = min_idle_cores
         self._promote = promote
         self._calm = calm
+        self._starting = starting
         self._closed = False
         self.stats = PoolStats()
         #: Requests served by a warm process, per backend.
@@ -199,10 +204,17 @@ class WarmPool:
         now = self._clock()
         slot.last_used = now
         await self._drop_unusable(slot, now)
-        slot.policy.on_request(now, ready=len(slot.ready))
+        # Only a spare done starting answers at the floor: when none is, the pool was too
+        # small for this demand (it grows), though the busy one still answers sooner than
+        # a cold start and is handed out.
+        done = [w for w in slot.ready if not self._starting(w.cli)]
+        slot.policy.on_request(now, ready=len(done))
         if slot.ready:
-            # The oldest: the likeliest to be done starting (a newer one may still be).
-            warm = slot.ready.popleft()
+            # The oldest done starting, else the oldest (the likeliest to be nearly done).
+            warm = done[0] if done else slot.ready[0]
+            slot.ready.remove(warm)
+            if not done:
+                self.stats.busy += 1
             self.stats.hits += 1
             self.hits[slot.backend] = self.hits.get(slot.backend, 0) + 1
             if self._promote is not None:

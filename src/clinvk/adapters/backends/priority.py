@@ -135,6 +135,20 @@ def _raise_threads(pid: int, nice: int) -> tuple[bool, bool]:
     return changed, ok
 
 
+def starting(pid: int) -> bool:
+    """Whether the process tree led by `pid` is still busy (some thread running or waiting
+    for a CPU or the disk): a spare that is done starting sleeps until its prompt comes."""
+    for task in _tree_tasks(pid):
+        try:
+            with open(f"/proc/{task}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in (b"R", b"D"):
+            return True
+    return False
+
+
 def _tree_tasks(pid: int) -> list[int]:
     """Every thread of `pid` and of its descendants (Linux /proc)."""
     tasks: list[int] = []

@@ -80,6 +80,7 @@ class SubprocessBackendRunner:
             idle_secs=server.warm_pool_idle_secs, shrink_secs=server.warm_pool_shrink_secs,
             idle=CpuIdle(), min_idle_cores=server.warm_pool_min_idle_cores,
             spawner=spawner, promote=promote, calm=lambda: self.tender.calm,
+            starting=lambda cli: priority.starting(cli.process.pid),
         )
         self.hot = HotSessions(
             max_hot=server.hot_sessions_max, idle_secs=server.hot_session_idle_secs
