@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 
@@ -268,3 +269,35 @@ async def test_a_real_process_is_starting_while_it_computes_and_not_once_it_wait
     finally:
         await spinning.discard()
         await waiting.discard()
+
+
+def test_a_rate_limited_autogroup_raise_is_retried_without_holding_the_run(monkeypatch):
+    """When the kernel refuses an autogroup change (EAGAIN: at most one per 0.1 s without
+    CAP_SYS_ADMIN), restore returns at once and the raise is retried beside the run."""
+    writes: list[tuple[str, int, int]] = []
+    refusals = [2]
+
+    def write(pid: int, nice: int) -> None:
+        if refusals[0]:
+            refusals[0] -= 1
+            writes.append(("refused", pid, nice))
+            raise OSError(errno.EAGAIN, "again")
+        writes.append(("written", pid, nice))
+
+    class Inline:
+        """A thread that runs when started (so the test sees the order, not a schedule)."""
+
+        def __init__(self, target, args, daemon):
+            self._run = lambda: target(*args)
+
+        def start(self) -> None:
+            writes.append(("retrying", 0, 0))
+            self._run()
+
+    monkeypatch.setattr(priority, "_write_autogroup", write)
+    monkeypatch.setattr(priority.threading, "Thread", Inline)
+    monkeypatch.setattr(priority, "AUTOGROUP_RATE_SECS", 0)
+    assert priority.restore(12345, "autogroup") is True
+    assert writes == [
+        ("refused", 12345, 0), ("retrying", 0, 0), ("refused", 12345, 0), ("written", 12345, 0),
+    ]

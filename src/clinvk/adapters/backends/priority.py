@@ -10,7 +10,8 @@ Two levers, because the CLIs run in sessions of their own (`start_new_session`):
   `kernel.sched_autogroup_enabled`, the scheduler first shares the CPU between sessions by
   their autogroup's nice, so a per-thread nice alone does not yield to another session.
   Lowering and raising it back to 0 need no privilege (only a negative value does), but a
-  process without CAP_SYS_ADMIN may change it at most once per 0.1 s.
+  process without CAP_SYS_ADMIN may change it at most once per 0.1 s (a refused raise is
+  retried beside the run, which does not wait for it).
 - **per thread** (SCHED_IDLE and nice 19, inherited by every thread and child the CLI
   starts): what counts where autogroups do not apply (a CLI in a cpu cgroup other than the
   root, e.g. a systemd service). Raising it back needs CAP_SYS_NICE or an RLIMIT_NICE of 20.
@@ -27,6 +28,7 @@ import contextlib
 import errno
 import os
 import resource
+import threading
 import time
 from typing import Literal
 
@@ -83,13 +85,13 @@ def detect(requested: str) -> Mode:
     return choose(requested, can_renice=can_renice(), autogroup=autogroup_enabled())
 
 
-def restore(pid: int, mode: Mode, *, retry_secs: float = 2 * AUTOGROUP_RATE_SECS) -> bool:
+def restore(pid: int, mode: Mode) -> bool:
     """Raise the process tree led by `pid` (a spare's supervisor) back to the server's own
-    priority; False when some of it could not be (it stays low). Blocking (the autogroup
-    may need a retry): call it off the event loop."""
+    priority; False when some of it could not be (it stays low). Reads and writes /proc:
+    call it off the event loop."""
     if mode == "normal":
         return True
-    ok = _autogroup(pid, 0, retry_secs)
+    ok = _autogroup(pid, 0)
     if mode == "idle":
         nice = os.getpriority(os.PRIO_PROCESS, 0)
         # Twice at most again: a thread started from a not yet raised one inherits the low
@@ -102,19 +104,33 @@ def restore(pid: int, mode: Mode, *, retry_secs: float = 2 * AUTOGROUP_RATE_SECS
     return ok
 
 
-def _autogroup(pid: int, nice: int, retry_secs: float) -> bool:
-    until = time.monotonic() + retry_secs
-    while True:
+def _autogroup(pid: int, nice: int) -> bool:
+    """Set the autogroup's nice; when the kernel's rate limit refuses it, try again from a
+    thread of its own for a while (the run does not wait for it)."""
+    try:
+        _write_autogroup(pid, nice)
+        return True
+    except OSError as exc:
+        if exc.errno != errno.EAGAIN:
+            return exc.errno in (errno.ENOENT, errno.ESRCH)  # gone, or no autogroups
+    threading.Thread(target=_retry_autogroup, args=(pid, nice), daemon=True).start()
+    return True
+
+
+def _write_autogroup(pid: int, nice: int) -> None:
+    with open(f"/proc/{pid}/autogroup", "w") as f:
+        f.write(str(nice))
+
+
+def _retry_autogroup(pid: int, nice: int, *, tries: int = 10) -> None:
+    for _ in range(tries):
+        time.sleep(AUTOGROUP_RATE_SECS / 2)
         try:
-            with open(f"/proc/{pid}/autogroup", "w") as f:
-                f.write(str(nice))
-            return True
-        except FileNotFoundError:
-            return True  # no autogroup support, or the process is gone: nothing to raise
+            _write_autogroup(pid, nice)
+            return
         except OSError as exc:
-            if exc.errno != errno.EAGAIN or time.monotonic() >= until:
-                return exc.errno == errno.ESRCH
-            time.sleep(AUTOGROUP_RATE_SECS / 4)
+            if exc.errno != errno.EAGAIN:
+                return
 
 
 def _raise_threads(pid: int, nice: int) -> tuple[bool, bool]:
