@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixed-setups", default="",
                     help="mixed: comma-separated setup names (default: all four)")
     ap.add_argument("--pool-setups", default="",
-                    help="pool: comma-separated setup names (default: all four)")
+                    help="pool: semicolon-separated setup names (default: all four)")
     ap.add_argument("--spare-priority", default="", choices=["", "low", "normal"],
                     help="pool: server.warm_pool_spare_priority (default: the server's)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "demand.json"))
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             results["pool_config"] = extra
             results["pool"] = pool_phase(
                 double, scratch, args.n, "claude",
-                setups=args.pool_setups.split(",") if args.pool_setups else None, **extra)
+                setups=args.pool_setups.split(";") if args.pool_setups else None, **extra)
         if "turn2" in phases:
             log("turn 2: hot vs cold")
             results["turn2"] = turn2_phase(double, scratch, max(4, args.n // 2),

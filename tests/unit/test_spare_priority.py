@@ -301,3 +301,19 @@ def test_a_rate_limited_autogroup_raise_is_retried_without_holding_the_run(monke
     assert writes == [
         ("refused", 12345, 0), ("retrying", 0, 0), ("refused", 12345, 0), ("written", 12345, 0),
     ]
+
+
+async def test_a_spare_seen_done_starting_stays_done_through_a_busy_blip():
+    """Once a spare was seen asleep, a later busy look (a timer firing) does not make the
+    pool count it as still starting."""
+    log: list[tuple[str, int]] = []
+    pool = _low_pool(log)
+    busy: set[int] = set()
+    pool._starting = lambda cli: cli.number in busy
+    await pool.add("cli", ARGV, CWD, ENV, 1, ceiling=3)
+    await pool.refill(KEY)  # looks at the waiting spare: asleep
+    busy.add(0)
+    cli = await pool.take(KEY)
+    assert cli is not None and cli.number == 0
+    assert pool.size() == 1 and pool.stats.busy == 0
+    await pool.aclose()

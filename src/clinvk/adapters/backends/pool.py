@@ -62,6 +62,9 @@ def spare_priority(mode: priority.Mode) -> tuple[Spawner, Promoter | None]:
 class _Warm(msgspec.Struct):
     cli: CliProcess
     born: float
+    #: Seen done starting once (a start-up does not resume; a later busy look is a blip:
+    #: a timer, a collection).
+    settled: bool = False
 
 
 class _Slot:
@@ -207,7 +210,7 @@ class WarmPool:
         # Only a spare done starting answers at the floor: when none is, the pool was too
         # small for this demand (it grows), though the busy one still answers sooner than
         # a cold start and is handed out.
-        done = [w for w in slot.ready if not self._starting(w.cli)]
+        done = [w for w in slot.ready if w.settled]
         slot.policy.on_request(now, ready=len(done))
         if slot.ready:
             # The oldest done starting, else the oldest (the likeliest to be nearly done).
@@ -232,6 +235,7 @@ class WarmPool:
         while slot.ready:
             warm = slot.ready.popleft()
             if slot.policy.usable(now, born=warm.born, alive=warm.cli.alive):
+                warm.settled = warm.settled or not self._starting(warm.cli)
                 keep.append(warm)
                 continue
             if warm.cli.alive:
