@@ -22,14 +22,12 @@ from clinvk.adapters.http.openai import responses_tool_items, responses_tools
 from clinvk.adapters.http.openai.errors import (
     error_response,
     error_type,
-    internal_envelope,
     json_response,
 )
 from clinvk.adapters.http.openai.responses_schemas import (
     OpenAIResponse,
     OpenAIResponseDeleted,
     OpenAIResponsesRequest,
-    ResponsesError,
     ResponsesOutputMessage,
     ResponsesOutputText,
     ResponsesStreamEvent,
@@ -49,6 +47,7 @@ from clinvk.adapters.http.openai.responses_translate import (
     response_object,
     response_of,
     session_of,
+    stream_failure,
     to_prompt_request,
 )
 from clinvk.adapters.http.openai.schemas import OpenAIError, OpenAIErrorDetail
@@ -367,20 +366,14 @@ class ResponsesApi:
 
             try:
                 result = await self.services.prompt.run(prompt, on_event=on_event)
-            except ClinvkError as exc:
+            except Exception as exc:
                 if not response.started:
                     raise
-                await emit(frame("response.failed", response=pending(
-                    "failed", error=ResponsesError(code=exc.code, message=exc.message))))
+                await emit(frame("response.failed",
+                                 response=pending("failed", error=stream_failure(exc))))
+                if not isinstance(exc, ClinvkError):
+                    raise
                 return
-            except Exception:
-                if not response.started:
-                    raise
-                detail = internal_envelope().error
-                await emit(frame("response.failed", response=pending(
-                    "failed", error=ResponsesError(code=detail.code or "internal_error",
-                                                   message=detail.message))))
-                raise
             state["session"] = result.session_id or state["session"]
             if state["session"] and not response.started:
                 response.headers[SESSION_HEADER] = state["session"]

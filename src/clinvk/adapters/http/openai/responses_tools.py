@@ -21,13 +21,11 @@ from starlette.responses import Response
 from clinvk.adapters.http.headers import BACKEND_HEADER, SESSION_HEADER
 from clinvk.adapters.http.openai.errors import (
     error_response,
-    internal_envelope,
     json_response,
 )
 from clinvk.adapters.http.openai.responses_schemas import (
     OpenAIResponse,
     OpenAIResponsesRequest,
-    ResponsesError,
     ResponsesFunctionCall,
     ResponsesOutputItem,
     ResponsesOutputText,
@@ -51,6 +49,7 @@ from clinvk.adapters.http.openai.responses_translate import (
     now,
     output_message,
     response_object,
+    stream_failure,
     to_prompt_request,
 )
 from clinvk.adapters.http.streaming import (
@@ -369,20 +368,14 @@ class ToolResponses:
             try:
                 step, prompt = await self._step(body, tools, choice, results, fresh,
                                                 on_event, replayed)
-            except ClinvkError as exc:
+            except Exception as exc:
                 if not response.started:
                     raise
-                await emit(frame("response.failed", response=pending(
-                    "failed", error=ResponsesError(code=exc.code, message=exc.message))))
+                await emit(frame("response.failed",
+                                 response=pending("failed", error=stream_failure(exc))))
+                if not isinstance(exc, ClinvkError):
+                    raise
                 return
-            except Exception:
-                if not response.started:
-                    raise
-                detail = internal_envelope().error
-                await emit(frame("response.failed", response=pending(
-                    "failed", error=ResponsesError(code=detail.code or "internal_error",
-                                                   message=detail.message))))
-                raise
             if not response.started:
                 response.headers[BACKEND_HEADER] = prompt.backend
             await begin()

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from clinvk.adapters.http.images import ImageSlots
+from clinvk.adapters.http.openai.errors import internal_envelope
 from clinvk.adapters.http.openai.responses_schemas import (
     IGNORED_ITEM_TYPES,
     OpenAIResponse,
@@ -59,7 +60,7 @@ from clinvk.domain.chat import (
     tool_result_text,
 )
 from clinvk.domain.config import Config
-from clinvk.domain.errors import InvalidRequest
+from clinvk.domain.errors import ClinvkError, InvalidRequest
 from clinvk.domain.models import Effort, PromptRequest, StopReason, TokenUsage
 
 #: Session metadata key holding `{"latest": id, "stored": {id: response}, "history":
@@ -430,3 +431,12 @@ def response_object(
 def now() -> int:
     """Seconds since the epoch, as `created_at` carries them."""
     return int(time.time())
+
+
+def stream_failure(exc: BaseException) -> ResponsesError:
+    """The `error` of the `response.failed` event that ends a stream already begun: the
+    clinvk error as it is, anything else as the dialect's internal error."""
+    if isinstance(exc, ClinvkError):
+        return ResponsesError(code=exc.code, message=exc.message)
+    detail = internal_envelope().error
+    return ResponsesError(code=detail.code or "internal_error", message=detail.message)
