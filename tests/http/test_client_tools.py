@@ -6,18 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from starlette.testclient import TestClient
 
-from clinvk.adapters.http.app import create_app
-from clinvk.domain.config import Config, ServerConfig
-from clinvk.entrypoints.bootstrap import bootstrap
-from tests.fakes import (
-    FakeClock,
-    FakeIds,
-    FakeSessionStore,
-    FakeToolBridge,
-    FakeToolCallingRunner,
-)
+from tests.http import tool_fixtures
 
 OPENAI = "/openai/v1/chat/completions"
 ANTHROPIC = "/anthropic/v1/messages"
@@ -28,24 +18,8 @@ TIME = {"type": "function", "function": {"name": "get_time",
 A_WEATHER = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}
 ASK = [{"role": "user", "content": "weather?"}]
 
-
-@pytest.fixture
-def bridge() -> FakeToolBridge:
-    return FakeToolBridge()
-
-
-@pytest.fixture
-def runner(bridge) -> FakeToolCallingRunner:
-    return FakeToolCallingRunner(bridge, [[("get_weather", {"city": "Paris"})]])
-
-
-@pytest.fixture
-def client(tmp_path, runner, bridge):
-    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=5))
-    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
-                         ids=FakeIds(), tools=bridge)
-    with TestClient(create_app(services)) as c:
-        yield c
+# The shared client-tools fixtures (tests/http/tool_fixtures.py).
+bridge, runner, client = tool_fixtures.bridge, tool_fixtures.runner, tool_fixtures.client
 
 
 def _sse_data(text: str) -> list:

@@ -20,9 +20,9 @@ from tests.fakes import (
     FakeClock,
     FakeIds,
     FakeSessionStore,
-    FakeToolBridge,
     FakeToolCallingRunner,
 )
+from tests.http import tool_fixtures
 from tests.strategies import native_tool_fields
 
 PROMPT = "/api/v1/prompt"
@@ -31,24 +31,8 @@ WEATHER = {"name": "get_weather", "description": "The weather",
 TIME = {"name": "get_time"}
 ASK = {"backend": "claude", "prompt": "weather?"}
 
-
-@pytest.fixture
-def bridge() -> FakeToolBridge:
-    return FakeToolBridge()
-
-
-@pytest.fixture
-def runner(bridge) -> FakeToolCallingRunner:
-    return FakeToolCallingRunner(bridge, [[("get_weather", {"city": "Paris"})]])
-
-
-@pytest.fixture
-def client(tmp_path, runner, bridge):
-    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=5))
-    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
-                         ids=FakeIds(), tools=bridge)
-    with TestClient(create_app(services)) as c:
-        yield c
+# The shared client-tools fixtures (tests/http/tool_fixtures.py).
+bridge, runner, client = tool_fixtures.bridge, tool_fixtures.runner, tool_fixtures.client
 
 
 def test_the_answer_is_the_calls_and_tool_results_resume(client, runner):

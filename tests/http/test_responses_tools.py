@@ -21,9 +21,9 @@ from tests.fakes import (
     FakeClock,
     FakeIds,
     FakeSessionStore,
-    FakeToolBridge,
     FakeToolCallingRunner,
 )
+from tests.http import tool_fixtures
 from tests.strategies import responses_tool_fields
 from tests.support.live import LiveServer
 
@@ -34,24 +34,8 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "The weathe
 TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object"}}
 ASK = [{"role": "user", "content": "weather?"}]
 
-
-@pytest.fixture
-def bridge() -> FakeToolBridge:
-    return FakeToolBridge()
-
-
-@pytest.fixture
-def runner(bridge) -> FakeToolCallingRunner:
-    return FakeToolCallingRunner(bridge, [[("get_weather", {"city": "Paris"})]])
-
-
-@pytest.fixture
-def client(tmp_path, runner, bridge):
-    config = Config(server=ServerConfig(default_workdir=str(tmp_path), heartbeat_secs=5))
-    services = bootstrap(config, runner=runner, store=FakeSessionStore(), clock=FakeClock(),
-                         ids=FakeIds(), tools=bridge)
-    with TestClient(create_app(services)) as c:
-        yield c
+# The shared client-tools fixtures (tests/http/tool_fixtures.py).
+bridge, runner, client = tool_fixtures.bridge, tool_fixtures.runner, tool_fixtures.client
 
 
 def _events(text: str) -> list[dict]:
